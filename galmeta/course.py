@@ -1,0 +1,152 @@
+"""Build and run the course's notebooks.
+
+The notebooks are jupytext ``py:percent`` files in ``notebooks/``; ``.ipynb``
+files are build products. This module generates them (``generate``), executes
+them in order into ``build/course/`` and prints a summary (``run``).
+
+Command line: ``python -m galmeta.course generate --out DIR`` and
+``python -m galmeta.course run [01 02 ...]`` (also ``galmeta course run``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["repository_root", "notebook_sources", "generate_notebooks", "run_course"]
+
+
+def repository_root() -> Path:
+    """The checkout that holds ``notebooks/`` (the package is installed editable)."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "notebooks").is_dir():
+        return here
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "notebooks").is_dir() and (folder / "galmeta").is_dir():
+            return folder
+    raise FileNotFoundError(
+        "cannot find the course's notebooks/ folder: run this from a clone of the galmeta repository"
+    )
+
+
+def notebook_sources(select: list[str] | None = None, root: Path | None = None) -> list[Path]:
+    """The notebook sources in reading order, optionally only those whose number is in ``select``."""
+    root = root or repository_root()
+    sources = sorted(p for p in (root / "notebooks").glob("[0-9][0-9]_*.py"))
+    if select:
+        wanted = {s.zfill(2) for s in select}
+        unknown = wanted - {p.name[:2] for p in sources}
+        if unknown:
+            raise ValueError(f"no notebook numbered {sorted(unknown)}; have {[p.name for p in sources]}")
+        sources = [p for p in sources if p.name[:2] in wanted]
+    return sources
+
+
+def generate_notebooks(out: Path, select: list[str] | None = None, strip_solutions: bool = False) -> list[Path]:
+    """Write ``.ipynb`` versions of the notebook sources into ``out``.
+
+    Parameters
+    ----------
+    out : path
+        Target folder (created).
+    select : list of str, optional
+        Notebook numbers, e.g. ``["01", "03"]``.
+    strip_solutions : bool, default False
+        Remove cells tagged ``solution`` (student copies).
+    """
+    import jupytext
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in notebook_sources(select):
+        notebook = jupytext.read(source)
+        if strip_solutions:
+            notebook.cells = [c for c in notebook.cells if "solution" not in c.metadata.get("tags", [])]
+        notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+        target = out / (source.stem + ".ipynb")
+        jupytext.write(notebook, target, fmt="ipynb")
+        written.append(target)
+    return written
+
+
+def run_course(select: list[str] | None = None, out: Path | None = None, timeout: int = 3600) -> list[dict]:
+    """Execute the notebooks in order into ``build/course`` and print a summary.
+
+    Returns
+    -------
+    list of dict
+        One entry per notebook: name, seconds, status.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    from galmeta.config import MODE, describe_mode
+
+    root = repository_root()
+    out = Path(out or root / "build" / "course")
+    print(describe_mode())
+    summary = []
+    for path in generate_notebooks(out, select):
+        notebook = nbformat.read(path, as_version=4)
+        client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(root / "notebooks")}})
+        start = time.perf_counter()
+        status = "ok"
+        try:
+            client.execute()
+        except CellExecutionError as exc:
+            status = "FAILED"
+            print(f"\n{path.name} failed:\n{str(exc)[-3000:]}", file=sys.stderr)
+        seconds = time.perf_counter() - start
+        nbformat.write(notebook, path)
+        summary.append({"notebook": path.stem, "seconds": round(seconds, 1), "status": status,
+                        "results": _results_of(notebook)})
+        print(f"  {path.stem:<28s} {seconds:7.1f} s  {status}", flush=True)
+        if status != "ok":
+            break
+    (out / "summary.json").write_text(json.dumps({"mode": MODE, "notebooks": summary}, indent=2))
+    print(f"\nExecuted notebooks are in {out} (mode: {MODE}).")
+    for entry in summary:
+        for line in entry["results"]:
+            print(f"  [{entry['notebook'][:2]}] {line}")
+    if any(entry["status"] != "ok" for entry in summary):
+        raise SystemExit(1)
+    return summary
+
+
+def _results_of(notebook) -> list[str]:
+    """Lines a notebook printed that start with 'RESULT:' (its headline numbers)."""
+    lines = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                lines += [line[len("RESULT:"):].strip() for line in output.get("text", "").splitlines()
+                          if line.startswith("RESULT:")]
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m galmeta.course", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="write .ipynb notebooks from the jupytext sources")
+    gen.add_argument("--out", default="build/notebooks", help="target folder")
+    gen.add_argument("--student", action="store_true", help="strip cells tagged 'solution'")
+    gen.add_argument("numbers", nargs="*", help="notebook numbers (default: all)")
+    run = sub.add_parser("run", help="execute the notebooks in order and print a summary")
+    run.add_argument("numbers", nargs="*", help="notebook numbers (default: all)")
+    args = parser.parse_args(argv)
+    if args.command == "generate":
+        for path in generate_notebooks(Path(args.out), args.numbers or None, strip_solutions=args.student):
+            print(path)
+    else:
+        run_course(args.numbers or None)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
