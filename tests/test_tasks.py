@@ -1,0 +1,138 @@
+"""Cleaning, targets, leak guards, redshift splits and the task sampler."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import MaskedColumn, Table
+
+from galmeta import tasks as gt
+
+
+def synthetic_table(n=3000, seed=0):
+    """A table in the snapshot's layout, with planted problems."""
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.01, 0.21, n)
+    red = rng.random(n) < 0.5
+    r = rng.uniform(14.5, 17.7, n)
+    g_r = np.where(red, 0.75, 0.45) + 2.0 * z + rng.normal(0, 0.04, n)
+    mags = {"u": r + g_r + np.where(red, 1.7, 1.1), "g": r + g_r, "r": r, "i": r - 0.3 - 0.5 * z, "z": r - 0.5 - z}
+    cols = {"objID": np.arange(n, dtype=np.int64) + 1237650000000000000, "type": np.full(n, 3)}
+    for b in "ugriz":
+        cols[f"dered_{b}"] = mags[b]
+        cols[f"err_{b}"] = rng.uniform(0.002, 0.05, n)
+    cols.update(z=z, zErr=np.full(n, 1e-5), zWarning=np.zeros(n, int), **{"class": np.full(n, "GALAXY")})
+    cols["subClass"] = np.where(red, "null", np.where(rng.random(n) < 0.8, "STARFORMING", "AGN BROADLINE"))
+    photo = z + rng.normal(0, 0.02, n)
+    table = Table(cols)
+    table["photoZ"] = MaskedColumn(photo, mask=np.arange(n) % 5 == 0)
+    table["photoErr"] = MaskedColumn(np.full(n, 0.01), mask=np.arange(n) % 5 == 0)
+    # planted problems
+    table["objID"][10] = table["objID"][11]          # a duplicate object
+    table["zErr"][10] = 1e-4                          # ... with a worse redshift: row 10 must go
+    table["z"][20] = -0.0005                          # non-physical redshift
+    table["dered_u"][30] = -9999.0                    # sentinel
+    table["dered_g"][40] = table["dered_r"][40] + 5.0  # broken photometry
+    table["photoZ"][50] = -9999.0
+    return table
+
+
+def test_cleaning_counts_every_step():
+    clean, report = gt.clean_galaxies(synthetic_table())
+    removed = {name: n for name, n, _ in report.steps}
+    assert removed["duplicate objID (kept smallest zErr)"] == 1
+    assert removed["non-physical/unreliable redshift"] == 1
+    assert removed["missing or out-of-range magnitude"] == 1
+    assert removed["outlier colour (broken photometry)"] == 1
+    assert report.n_output == len(clean) == 3000 - 4
+    assert report.notes["sentinel values set to NaN"] == 2
+    assert len(np.unique(clean["objID"])) == len(clean)
+    assert 11 + 1237650000000000000 in set(clean["objID"])
+    assert np.isnan(clean["photoZ"]).sum() == report.notes["photoZ missing (clean rows)"]
+    assert set(np.unique(clean["subClass"])) == {"", "STARFORMING", "AGN BROADLINE"}
+
+
+def test_targets_and_label():
+    clean, _ = gt.clean_galaxies(synthetic_table())
+    g_r, g_r_err, is_red = gt.redness_targets(clean)
+    np.testing.assert_allclose(g_r, clean["dered_g"] - clean["dered_r"], rtol=1e-12)
+    np.testing.assert_allclose(g_r_err ** 2, clean["err_g"] ** 2 + clean["err_r"] ** 2, rtol=1e-12)
+    np.testing.assert_array_equal(is_red, clean["dered_u"] - clean["dered_r"] >= gt.STRATEVA_UR_CUT)
+
+
+def test_features_never_contain_the_target_bands():
+    clean, _ = gt.clean_galaxies(synthetic_table())
+    X, names = gt.galaxy_features(clean)
+    assert X.shape == (len(clean), len(names))
+    assert not any(n in names for n in ("dered_g", "dered_r", "photoZ", "z"))
+    g_r, _, _ = gt.redness_targets(clean)
+    # no feature is (an affine function of) the target
+    for j in range(X.shape[1]):
+        if np.std(X[:, j]) > 0:
+            assert abs(np.corrcoef(X[:, j], g_r)[0, 1]) < 0.999
+    with pytest.raises(ValueError, match="leak"):
+        gt.assert_no_target_leak(["dered_i", "dered_g", "dered_r"])
+    with pytest.raises(ValueError, match="photoZ"):
+        gt.assert_no_target_leak(["dered_i", "photoZ"])
+    with pytest.raises(ValueError, match="leak"):
+        gt.assert_no_target_leak(["g_minus_r"])
+    gt.assert_no_target_leak(["dered_i", "photoZ"], allow_photoz=True)
+
+
+def test_splits_are_disjoint_and_cover_no_shared_galaxy():
+    clean, _ = gt.clean_galaxies(synthetic_table())
+    splits = gt.redshift_splits()
+    tasks, _ = gt.build_tasks(clean["z"], splits, min_size=10)
+    ranges = {s: [(t.z_lo, t.z_hi) for t in tasks[s]] for s in tasks}
+    galaxies = {s: set(np.concatenate([t.indices for t in tasks[s]])) for s in tasks}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not galaxies[a] & galaxies[b]
+        for lo1, hi1 in ranges[a]:
+            for lo2, hi2 in ranges[b]:
+                assert hi1 <= lo2 + 1e-12 or hi2 <= lo1 + 1e-12, (a, b, lo1, hi1, lo2, hi2)
+    assert all(len(tasks[s]) > 0 for s in tasks)
+    # windows of validation and test tasks do not overlap each other
+    for s in ("val", "test"):
+        idx = np.concatenate([t.indices for t in tasks[s]])
+        assert idx.size == np.unique(idx).size
+
+
+def test_preprocessor_is_fitted_on_meta_train_only():
+    data = gt.prepare_galaxy_tasks(synthetic_table(), min_size=10, include_photoz=True)
+    train = data.train_indices()
+    assert "photoZ_missing" in data.feature_names
+    # standardised on meta-train galaxies: mean 0 there, not on the whole catalogue
+    np.testing.assert_allclose(data.X[train].mean(axis=0)[:6], 0.0, atol=1e-10)
+    assert abs(data.target_mean - data.g_r[train].mean()) < 1e-12
+    assert np.all(np.isfinite(data.X))
+
+
+def test_sampler_is_reproducible_and_support_query_disjoint():
+    data = gt.prepare_galaxy_tasks(synthetic_table(), min_size=10)
+    sampler = data.sampler("train", n_support=5, n_query=7)
+    s1, q1, t1 = sampler.sample_indices(np.random.default_rng(3), n_tasks=6)
+    s2, q2, t2 = sampler.sample_indices(np.random.default_rng(3), n_tasks=6)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(q1, q2)
+    for row in range(6):
+        assert not set(s1[row]) & set(q1[row])
+        task = sampler.tasks[t1[row]]
+        assert set(s1[row]) | set(q1[row]) <= set(task.indices)
+    xs, ys, xq, yq = sampler.sample(np.random.default_rng(0), n_tasks=4)
+    assert xs.shape == (4, 5, data.X.shape[1]) and yq.shape == (4, 7, 1)
+
+
+def test_too_few_galaxies_names_the_task():
+    task = gt.Task("z0.1000-0.1050", "test", 0.1, 0.105, np.arange(6))
+    with pytest.raises(gt.TooFewGalaxiesError, match=r"z0\.1000-0\.1050.*6 galaxies"):
+        gt.TaskSampler(np.zeros((10, 2)), np.zeros(10), [task], n_support=5, n_query=5)
+    with pytest.raises(ValueError, match="shape|same n"):
+        gt.TaskSampler(np.zeros((10, 2)), np.zeros(9), [task], n_support=1, n_query=1)
+
+
+def test_cleaning_rejects_a_table_without_core_columns():
+    from galmeta.data import MissingColumnsError
+
+    table = synthetic_table(80)
+    table.remove_column("photoZ")
+    with pytest.raises(MissingColumnsError, match="photoZ"):
+        gt.clean_galaxies(table)
