@@ -64,9 +64,9 @@ def describe_mode() -> str:
 def data_home(path: str | os.PathLike | None = None, create: bool = True) -> Path:
     """Folder where fetched tables and imported snapshots are cached.
 
-    Resolution order: the ``path`` argument, then ``$GALMETA_DATA``, then
-    ``~/galmeta_data``. The Makefile sets ``GALMETA_DATA`` to the repository's
-    ``data/`` folder.
+    Resolution order: the ``path`` argument, then ``$GALMETA_DATA``, then the
+    ``data/`` folder of the repository when galmeta runs from a clone (as the
+    README installs it), else ``~/galmeta_data``.
 
     Parameters
     ----------
@@ -76,11 +76,18 @@ def data_home(path: str | os.PathLike | None = None, create: bool = True) -> Pat
         Create the folder if it does not exist.
     """
     if path is None:
-        path = os.environ.get("GALMETA_DATA") or Path.home() / "galmeta_data"
+        path = os.environ.get("GALMETA_DATA") or _default_data_home()
     home = Path(path).expanduser().resolve()
     if create:
         home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def _default_data_home() -> Path:
+    checkout_data = Path(__file__).resolve().parent.parent / "data"
+    if (checkout_data / "README.md").is_file():
+        return checkout_data
+    return Path.home() / "galmeta_data"
 
 
 def seed_everything(seed: int = DEFAULT_SEED, deterministic_torch: bool = True):

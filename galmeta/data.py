@@ -378,7 +378,8 @@ def _is_transient(exc: BaseException) -> bool:
 
 def _is_offline(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
-    return any(word in text for word in ("name resolution", "nodename", "connection", "unreachable", "resolve"))
+    return any(word in text for word in ("name resolution", "nodename", "unreachable", "failed to resolve",
+                                         "name or service not known", "network is unreachable"))
 
 
 def _query_page(sql: str, data_release: int, timeout: float, retries: int, backoff: float):
@@ -400,7 +401,7 @@ def _query_page(sql: str, data_release: int, timeout: float, retries: int, backo
                 "data release; nothing cached was changed."
             ) from exc
         except Exception as exc:
-            if _is_transient(exc) and attempt <= retries:
+            if _is_transient(exc) and attempt <= retries and not _is_offline(exc):
                 time.sleep(backoff * 2 ** (attempt - 1))
                 continue
             if _is_transient(exc):
@@ -410,8 +411,10 @@ def _query_page(sql: str, data_release: int, timeout: float, retries: int, backo
                     if _is_offline(exc)
                     else "SkyServer may be busy or the query too slow: try again later, or lower page_size."
                 )
+                reason = str(exc)
+                reason = reason if len(reason) < 200 else reason[:90] + " ... " + reason[-100:]
                 raise NoDataError(
-                    f"could not reach SkyServer after {attempt} attempt(s) ({type(exc).__name__}: {exc}). {hint} "
+                    f"could not reach SkyServer after {attempt} attempt(s) ({type(exc).__name__}: {reason}). {hint} "
                     "Nothing cached was changed."
                 ) from exc
             if type(exc).__module__.startswith(("astropy.io.ascii", "astropy.table")) or isinstance(exc, (ValueError, IndexError)):

@@ -1,0 +1,200 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Fetching SDSS galaxies
+#
+# **Learning goals**
+# - read the SkyServer SQL that selects the course's galaxies, and know what each cut is for;
+# - fetch it with `astroquery.sdss.SDSS.query_sql`, or load it from the cache or an offline snapshot;
+# - see the red sequence and the blue cloud in colour–magnitude and colour–colour diagrams;
+# - know how the photometric errors grow with magnitude (they become noise weights later).
+#
+# **Prerequisites:** Python and NumPy; no astronomy beyond "magnitudes are logarithmic fluxes, larger is fainter".
+#
+# **Runtime:** seconds from the cache or a snapshot (laptop CPU, CI mode and GPU alike);
+# a live fetch of 25,000 galaxies takes a minute or two, depending on SkyServer.
+#
+# **Data:** with network, `galmeta.data.load_galaxies()` runs the query below once and caches the
+# table in the data home (`$GALMETA_DATA`, by default `data/` of this repository when started through
+# `make`). Without network, import a snapshot first: `galmeta data import PATH` (see the README).
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+import galmeta
+from galmeta.config import describe_mode
+from galmeta.data import CORE_COLUMNS, GalaxyQuery, load_galaxies
+
+print(describe_mode())
+
+# %% [markdown]
+# ## The query
+#
+# `GalaxyQuery` writes the SQL. Spectroscopic galaxies (`SpecObj`, science-primary spectra) are joined
+# to their primary photometry (`PhotoObj`) through `bestObjID`; photometric redshifts come from
+# `Photoz` (left join: some objects have none). The cuts keep reliable measurements:
+#
+# * `zWarning = 0` and `zErr ≤ 0.1`: the pipeline trusts the spectroscopic redshift;
+# * `dered_*`: *model magnitudes corrected for Galactic dust* ("dereddened"), positive;
+# * every band's error below 0.1 mag;
+# * `fiberID % 16 = 0`: one fibre in sixteen on every plate, a reproducible way to spread a modest
+#   sample over the whole survey. Pages are cut by `specObjID`, so the same call returns the same rows
+#   (no `ORDER BY newId()`), and a long fetch can resume.
+
+# %%
+query = GalaxyQuery()
+print(query.sql())
+
+# %% [markdown]
+# Column names that reach the SQL are checked identifiers; extra column groups (size, shape, MPA-JHU
+# stellar mass, star formation and oxygen abundance) are one argument away:
+
+# %%
+print(GalaxyQuery(n_rows=100, extra=("size", "shape", "mpa_jhu")).sql().split("FROM")[0][-400:])
+try:
+    GalaxyQuery(extra_photo_columns=("petroR50_r; DROP TABLE SpecObj",))
+except ValueError as error:
+    print("rejected:", error)
+
+# %% [markdown]
+# ## Load the table
+#
+# `load_galaxies` looks in the cache of this query, then at imported snapshots, and fetches from
+# SkyServer only if neither exists.
+
+# %%
+galaxies = load_galaxies(query)
+source = galaxies.meta["galmeta"]["source"]
+print(f"{len(galaxies)} rows from: {source}")
+print("columns:", galaxies.colnames)
+assert set(CORE_COLUMNS) <= set(galaxies.colnames)
+assert len(galaxies) > 1000
+print(f"RESULT: {len(galaxies)} galaxies loaded ({source})")
+
+# %% [markdown]
+# The offline snapshot that CI uses was queried by someone else with almost the same cuts (its SQL is in
+# the data provenance notes): it has no `ra`/`dec` and no `specObjID`, and has repeated objects that
+# notebook 02 removes.
+
+# %%
+galaxies[:5]
+
+# %% [markdown]
+# ## A first look
+#
+# ### Redshift
+# Most galaxies of the SDSS main sample lie at $z \approx 0.02$–$0.2$; the tail to higher redshift is
+# bright red galaxies.
+
+# %%
+z = np.asarray(galaxies["z"], float)
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.hist(z, bins=np.linspace(0, 0.4, 81), color="0.3")
+ax.set(xlabel="spectroscopic redshift z", ylabel="galaxies", title="Redshift distribution")
+plt.show()
+print(f"median z = {np.median(z):.3f}; 90% between {np.percentile(z, 5):.3f} and {np.percentile(z, 95):.3f}")
+assert 0.03 < np.median(z) < 0.3
+
+# %% [markdown]
+# ### The red sequence and the blue cloud
+# Galaxies come in two colour families. Old, passive galaxies form a tight **red sequence**;
+# star-forming galaxies form a broad **blue cloud**. Strateva et al. (2001) split them at
+# $u - r = 2.22$. In $g - r$ against $r$ the two families are visible as two ridges.
+
+# %%
+u, g, r, i, zmag = (np.asarray(galaxies[f"dered_{b}"], float) for b in "ugriz")
+u_r, g_r = u - r, g - r
+red = u_r >= 2.22
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+axes[0].hist2d(r, g_r, bins=[np.linspace(13, 18, 80), np.linspace(0.0, 1.4, 80)], cmap="Greys", cmin=1)
+axes[0].set(xlabel="r (dereddened, mag)", ylabel="g − r", title="Colour–magnitude")
+axes[1].scatter(g_r[~red], u_r[~red], s=1, alpha=0.3, color="tab:blue", label="blue cloud (u−r < 2.22)")
+axes[1].scatter(g_r[red], u_r[red], s=1, alpha=0.3, color="tab:red", label="red sequence (u−r ≥ 2.22)")
+axes[1].axhline(2.22, color="k", lw=0.8)
+axes[1].set(xlim=(0, 1.4), ylim=(0.5, 4), xlabel="g − r", ylabel="u − r", title="Colour–colour")
+axes[1].legend(markerscale=8, loc="lower right")
+plt.tight_layout()
+plt.show()
+
+# %%
+counts, edges = np.histogram(u_r, bins=np.linspace(0.5, 4.0, 36))
+centres = 0.5 * (edges[1:] + edges[:-1])
+blue_peak = centres[np.argmax(np.where(centres < 2.22, counts, 0))]
+red_peak = centres[np.argmax(np.where(centres >= 2.22, counts, 0))]
+print(f"u−r peaks at {blue_peak:.2f} (blue) and {red_peak:.2f} (red); red fraction {red.mean():.2f}")
+assert blue_peak < 2.22 < red_peak, "the colour distribution should be bimodal around the Strateva cut"
+assert 0.2 < red.mean() < 0.8
+print(f"RESULT: red fraction (u-r >= 2.22) = {red.mean():.3f}")
+
+# %% [markdown]
+# ### Photometric errors
+# Errors grow as galaxies get fainter, fastest in $u$ (the least sensitive band). They will be kept as
+# noise weights: a colour measured to 0.01 mag deserves more trust than one measured to 0.08.
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 4))
+for band, mag, colour in zip("ugriz", (u, g, r, i, zmag), ("purple", "green", "red", "brown", "k")):
+    err = np.asarray(galaxies[f"err_{band}"], float)
+    bins = np.linspace(13, 22, 19)
+    which = np.digitize(mag, bins)
+    med = [np.median(err[which == k]) if np.sum(which == k) > 20 else np.nan for k in range(1, len(bins))]
+    ax.plot(0.5 * (bins[1:] + bins[:-1]), med, marker="o", ms=3, color=colour, label=band)
+ax.set(yscale="log", xlabel="dereddened magnitude", ylabel="median error (mag)", title="Errors against magnitude")
+ax.legend()
+plt.show()
+err_u, err_r = np.asarray(galaxies["err_u"], float), np.asarray(galaxies["err_r"], float)
+assert np.median(err_u) > np.median(err_r), "u is the noisiest band"
+
+# %% [markdown]
+# ### Sky positions
+# A live query adds `ra` and `dec`; the offline snapshot has none, so this plot appears only with
+# live data.
+
+# %%
+if "ra" in galaxies.colnames:
+    fig = plt.figure(figsize=(7, 3.5))
+    ax = fig.add_subplot(projection="mollweide")
+    ra = np.radians(np.asarray(galaxies["ra"], float))
+    ax.scatter(np.where(ra > np.pi, ra - 2 * np.pi, ra), np.radians(np.asarray(galaxies["dec"], float)), s=0.5)
+    ax.set_title("Sky positions")
+    plt.show()
+else:
+    print("no ra/dec in this table (offline snapshot): sky plot skipped")
+
+# %% [markdown]
+# ## Summary
+# - The course's galaxies come from one reproducible SkyServer query, cached on first use; offline,
+#   a snapshot imported with `galmeta data import` stands in for it.
+# - Galaxy colours are bimodal: red sequence and blue cloud, split at $u - r = 2.22$.
+# - Errors grow with magnitude and differ between bands; we keep them.
+#
+# ## Exercises
+# 1. How many galaxies fall on each side of the Strateva cut within $0.05 < z < 0.06$? Does the red
+#    fraction change with redshift?
+# 2. Print the SQL of a query that adds the `size` group and keeps every fibre (`sample_every=1`).
+#    With network, fetch 500 rows of it and plot `petroR50_r` against `r`.
+
+# %% tags=["solution"]
+# Solution 1
+for lo in (0.03, 0.05, 0.08, 0.12, 0.16):
+    window = (z >= lo) & (z < lo + 0.01)
+    print(f"{lo:.2f} <= z < {lo + 0.01:.2f}: {window.sum():5d} galaxies, red fraction {red[window].mean():.2f}")
+
+# %% tags=["solution"]
+# Solution 2 (the fetch needs network; here we only build the query)
+size_query = GalaxyQuery(n_rows=500, sample_every=1, extra=("size",))
+assert "p.petroR50_r AS petroR50_r" in size_query.sql()
+print(size_query.sql()[:300], "...")
+# table = galmeta.data.fetch_galaxies(size_query)  # with network
