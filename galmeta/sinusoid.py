@@ -20,6 +20,10 @@ PAPER_TABLE_2 = {
 }
 
 
+#: Weight scale of the MAML authors' code for this benchmark (truncated normal, std 0.01).
+PAPER_WEIGHT_STD = 0.01
+
+
 def sample_sinusoid_tasks(rng, n_tasks, n_support, n_query, dtype=np.float64):
     """Draw a meta-batch of sinusoid tasks.
 
@@ -66,6 +70,40 @@ def pooled_sampler(n_points=250, dtype=np.float64):
         return x.reshape(1, -1, 1), y.reshape(1, -1, 1)
 
     return sample
+
+
+def pretrain_pooled(params, n_iterations, rng, n_points=250, lr=1e-3, progress=False):
+    """Train the paper's baseline: one network regressing points pooled from random sinusoids.
+
+    Returns the trained parameters (a copy).
+    """
+    from tqdm.auto import tqdm
+
+    from galmeta.maml_numpy import Adam, loss_and_gradient
+
+    params = [(W.copy(), b.copy()) for W, b in params]
+    optimiser = Adam(params, lr=lr)
+    sample = pooled_sampler(n_points, dtype=params[0][0].dtype)
+    for _ in tqdm(range(int(n_iterations)), disable=not progress, desc="pretrain (pooled)", mininterval=1.0):
+        x, y = sample(rng)
+        _, grads = loss_and_gradient(params, x, y)
+        optimiser.step(params, [(dW[0], db[0]) for dW, db in grads])
+    return params
+
+
+def tune_finetune_lr(params, tasks, candidates=(0.001, 0.003, 0.01, 0.03, 0.1), steps=10):
+    """The fine-tuning step size with the lowest mean query MSE after ``steps`` steps on ``tasks``.
+
+    ``tasks`` must be validation tasks, never the evaluation tasks.
+    """
+    from galmeta.maml_numpy import adaptation_curve
+
+    scores = {}
+    for lr in candidates:
+        with np.errstate(all="ignore"):
+            curve = adaptation_curve(params, *tasks, inner_lr=lr, max_steps=steps)
+        scores[lr] = float(np.mean(curve[-1])) if np.all(np.isfinite(curve)) else np.inf
+    return min(scores, key=scores.get), scores
 
 
 def mean_confidence_interval(values, confidence=0.95):
