@@ -210,6 +210,17 @@ def _batched_forward(model: nn.Module, names, per_task: dict, x):
     return vmap(one_task)(per_task, x)
 
 
+def _default_head(model: nn.Module) -> tuple:
+    """ANIL's head: the output layer (the last submodule that owns parameters)."""
+    if isinstance(model, MLP):
+        last = len(model.weights) - 1
+        return (f"weights.{last}", f"biases.{last}")
+    owners = [(name, module) for name, module in model.named_modules() if list(module.parameters(recurse=False))]
+    name, module = owners[-1]
+    prefix = f"{name}." if name else ""
+    return tuple(prefix + p for p, _ in module.named_parameters(recurse=False))
+
+
 # ---------------------------------------------------------------------------
 # Configuration, trainer, adapted model
 # ---------------------------------------------------------------------------
@@ -269,8 +280,7 @@ class MetaLearner:
         self.model = model.to(device=self.device, dtype=dtype)
         self.names = [name for name, _ in self.model.named_parameters()]
         if not self.config.head_names:
-            last = self.names[-2:] if len(self.names) >= 2 else self.names
-            self.config.head_names = tuple(last)
+            self.config.head_names = _default_head(self.model)
         unknown = set(self.config.head_names) - set(self.names)
         if unknown:
             raise ValueError(f"head_names {sorted(unknown)} are not parameters of the model; it has {self.names}")
