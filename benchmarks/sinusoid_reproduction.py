@@ -53,8 +53,9 @@ def torch_curve(learner, tasks, max_steps=10):
     xs, ys, xq, yq = tasks
     rows = [np.mean((_predict0(learner, xq) - yq) ** 2, axis=(1, 2))]
     for steps in range(1, max_steps + 1):
-        pred = learner.adapt(xs, ys, steps=steps).predict(xq)
-        rows.append(np.mean((pred - yq) ** 2, axis=(1, 2)))
+        with np.errstate(all="ignore"):
+            pred = learner.adapt(xs, ys, steps=steps).predict(xq).astype(np.float64)
+            rows.append(np.mean((pred - yq) ** 2, axis=(1, 2)))
     return np.stack(rows)
 
 
@@ -71,7 +72,7 @@ def main():
     parser.add_argument("--iterations", type=int, default=70_000)
     parser.add_argument("--eval-tasks", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="build/benchmarks")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "build" / "benchmarks"))
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
@@ -83,7 +84,12 @@ def main():
         print(f"NumPy MAML: {args.iterations} iterations in {result.seconds:.0f} s "
               f"({result.iterations_per_second:.0f} it/s)")
         test = evaluation_tasks(args.seed + 1, args.eval_tasks)
-        curves["MAML"] = mn.adaptation_curve(result.params, *test, inner_lr=0.01, max_steps=10)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez(out / f"sinusoid_maml_numpy_{args.iterations}.npz",
+                 **{f"{kind}{i}": a for i, (W, b) in enumerate(result.params) for kind, a in (("W", W), ("b", b))})
+        with np.errstate(all="ignore"):
+            curves["MAML"] = mn.adaptation_curve(result.params, *test, inner_lr=0.01, max_steps=10)
     else:
         learners = torch_learners(init, args.iterations, args.seed, ("maml", "metasgd", "anil"))
         test = evaluation_tasks(args.seed + 1, args.eval_tasks)
@@ -95,25 +101,35 @@ def main():
     lr, scores = tune_finetune_lr(pretrained, evaluation_tasks(args.seed + 3, 100))
     print(f"pretrained baseline: fine-tuning step size {lr} chosen on 100 validation tasks "
           f"(10-step MSE {', '.join(f'{k}: {v:.2f}' for k, v in scores.items())})")
-    curves["pretrained"] = mn.adaptation_curve(pretrained, *test, inner_lr=lr, max_steps=10)
+    with np.errstate(all="ignore"):
+        curves["pretrained"] = mn.adaptation_curve(pretrained, *test, inner_lr=lr, max_steps=10)
 
     print(f"\n5-shot sinusoid regression, {args.eval_tasks} test tasks, 100 query points each; "
-          f"meta-training {args.iterations} iterations ({args.backend}); mean MSE ± 95% interval\n")
-    header = f"{'learner':<12s}" + "".join(f"{f'{k} step' + ('s' if k > 1 else ''):>22s}" for k in STEPS)
+          f"meta-training {args.iterations} iterations ({args.backend}).")
+    print("Each cell: mean MSE ± 95% interval over the tasks that did not diverge | median over all tasks | "
+          "tasks that diverged (MSE non-finite or over 10x its value before adaptation).\n")
+    header = f"{'learner':<12s}" + "".join(f"{f'{k} step' + ('s' if k > 1 else ''):>34s}" for k in STEPS)
     print(header)
     print("-" * len(header))
     table = {}
     for name, curve in curves.items():
-        cells = [mean_confidence_interval(curve[k]) for k in STEPS]
-        table[name] = {k: c for k, c in zip(STEPS, cells)}
-        print(f"{name:<12s}" + "".join(f"{f'{m:.3f} ± {h:.3f}':>22s}" for m, h in cells))
+        row = {}
+        for k in STEPS:
+            values = curve[k]
+            diverged = ~np.isfinite(values) | (values > 10 * curve[0])
+            mean, half = mean_confidence_interval(values[~diverged])
+            row[k] = {"mean": mean, "ci95": half, "median": float(np.median(np.nan_to_num(values, nan=np.inf))),
+                      "diverged": int(diverged.sum())}
+        table[name] = row
+        cells = [f"{c['mean']:.3f} ± {c['ci95']:.3f} | {c['median']:.3f} | {c['diverged']}" for c in row.values()]
+        print(f"{name:<12s}" + "".join(f"{cell:>34s}" for cell in cells))
         key = "MAML" if name == "MAML" else ("pretrained" if name == "pretrained" else None)
         if key:
-            print(f"{'  paper':<12s}" + "".join(f"{PAPER_TABLE_2[key][k]:>22.2f}" for k in STEPS))
+            print(f"{'  paper':<12s}" + "".join(f"{PAPER_TABLE_2[key][k]:>34.2f}" for k in STEPS))
     print(f"\ntotal time {time.perf_counter() - start:.0f} s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"sinusoid_{args.backend}.json").write_text(json.dumps(
+    (out / f"sinusoid_{args.backend}_{args.iterations}.json").write_text(json.dumps(
         {"iterations": args.iterations, "eval_tasks": args.eval_tasks, "seed": args.seed,
          "table": {n: {str(k): v for k, v in row.items()} for n, row in table.items()},
          "paper": PAPER_TABLE_2}, indent=2))
