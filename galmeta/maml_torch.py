@@ -294,12 +294,18 @@ class MetaLearner:
         self.iteration = 0
 
     # -- the inner loop ------------------------------------------------------
-    def _adapted(self, xs, ys, steps, create_graph):
-        """Per-task parameters after ``steps`` inner SGD steps (a dict name -> (T, ...))."""
+    def _adapted(self, xs, ys, steps, create_graph, start=None):
+        """Per-task parameters after ``steps`` inner SGD steps (a dict name -> (T, ...)).
+
+        ``start`` continues from earlier per-task parameters instead of the shared ones.
+        """
         n_tasks = xs.shape[0]
         params = dict(self.model.named_parameters())
         adapt_names = self.config.head_names if self.config.algorithm == "anil" else tuple(self.names)
-        per_task = {n: p.expand(n_tasks, *p.shape) for n, p in params.items()}
+        if start is None:
+            per_task = {n: p.expand(n_tasks, *p.shape) for n, p in params.items()}
+        else:
+            per_task = {n: v.detach().requires_grad_(n in adapt_names) for n, v in start.items()}
         for _ in range(int(steps)):
             loss = _task_mse(_batched_forward(self.model, self.names, per_task, xs), ys).sum()
             grads = torch.autograd.grad(loss, [per_task[n] for n in adapt_names], create_graph=create_graph)
@@ -439,6 +445,24 @@ class MetaLearner:
         steps = steps or self.config.eval_inner_steps or self.config.inner_steps
         per_task = self._adapted(x, y, steps, create_graph=False)
         return AdaptedModel(self, {n: v.detach() for n, v in per_task.items()}, single)
+
+    def adaptation_predictions(self, support_x, support_y, query_x, max_steps=10):
+        """Query predictions after 0, 1, ..., ``max_steps`` inner steps, shape ``(max_steps + 1, T, Q, d_out)``.
+
+        One pass through the inner loop (cheaper than calling :meth:`adapt` for every step count).
+        """
+        x, y, xq = self._as_tensor(support_x), self._as_tensor(support_y), self._as_tensor(query_x)
+        if y.dim() == 2:
+            y = y.unsqueeze(-1)
+        _check_batch(x, y)
+        per_task = {n: v.detach() for n, v in self._adapted(x, y, 0, create_graph=False).items()}
+        predictions = []
+        for step in range(int(max_steps) + 1):
+            if step:
+                per_task = {n: v.detach() for n, v in self._adapted(x, y, 1, False, start=per_task).items()}
+            with torch.no_grad():
+                predictions.append(_batched_forward(self.model, self.names, per_task, xq).cpu().numpy())
+        return np.stack(predictions)
 
     # -- checkpoints -------------------------------------------------------------
     def _state(self):
