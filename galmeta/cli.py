@@ -46,6 +46,20 @@ def _cmd_course_run(args):
     run_course(args.numbers or None)
 
 
+def _cmd_student(args):
+    from galmeta.course import make_student_copies
+
+    for path in make_student_copies(args.out, args.numbers or None):
+        print(path)
+    print("student copies are clean: no solutions, no outputs")
+
+
+def _cmd_course_render(args):
+    from galmeta.course import render_html
+
+    print(render_html())
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="galmeta", description="Meta-learning on SDSS galaxies: course tools.")
     sub = parser.add_subparsers(dest="group", required=True)
@@ -69,6 +83,13 @@ def build_parser():
     p = course.add_parser("run", help="execute the notebooks in order into build/course and print a summary")
     p.add_argument("numbers", nargs="*", help="notebook numbers, e.g. 01 02 (default: all)")
     p.set_defaults(func=_cmd_course_run)
+    p = course.add_parser("render", help="write static HTML of the executed notebooks and an index to build/site")
+    p.set_defaults(func=_cmd_course_render)
+
+    p = sub.add_parser("student", help="make student copies (solutions removed, no outputs) in build/student")
+    p.add_argument("numbers", nargs="*", help="notebook numbers (default: all)")
+    p.add_argument("--out", default=None, help="target folder (default build/student)")
+    p.set_defaults(func=_cmd_student)
     return parser
 
 

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["repository_root", "notebook_sources", "generate_notebooks", "run_course"]
+__all__ = ["repository_root", "notebook_sources", "generate_notebooks", "run_course", "make_student_copies",
+           "check_student_copies", "render_html"]
 
 
 def repository_root() -> Path:
@@ -74,6 +75,94 @@ def generate_notebooks(out: Path, select: list[str] | None = None, strip_solutio
     return written
 
 
+def _solution_cells(notebook):
+    return [c for c in notebook.cells if "solution" in c.metadata.get("tags", [])]
+
+
+def make_student_copies(out: Path | None = None, select: list[str] | None = None) -> list[Path]:
+    """Student notebooks: solution cells removed, no outputs, into ``build/student`` (never hand-edit them)."""
+    out = Path(out or repository_root() / "build" / "student")
+    written = generate_notebooks(out, select, strip_solutions=True)
+    check_student_copies(out, select)
+    return written
+
+
+def check_student_copies(folder: Path, select: list[str] | None = None):
+    """Fail if a student copy is missing, unparsable, holds outputs, or leaks a solution.
+
+    Every source notebook must end with exercises and at least one cell tagged ``solution``.
+    """
+    import jupytext
+    import nbformat
+
+    problems = []
+    for source in notebook_sources(select):
+        teacher = jupytext.read(source)
+        solutions = _solution_cells(teacher)
+        if not solutions:
+            problems.append(f"{source.name}: no cell tagged 'solution'")
+        if not any(c.cell_type == "markdown" and "## Exercises" in c.source for c in teacher.cells):
+            problems.append(f"{source.name}: no '## Exercises' section")
+        copy = Path(folder) / (source.stem + ".ipynb")
+        if not copy.exists():
+            problems.append(f"{copy}: missing")
+            continue
+        try:
+            student = nbformat.read(copy, as_version=4)
+            nbformat.validate(student)
+        except Exception as exc:  # report every kind of parse failure
+            problems.append(f"{copy.name}: cannot be parsed ({exc})")
+            continue
+        if _solution_cells(student):
+            problems.append(f"{copy.name}: a cell tagged 'solution' is still there")
+        student_code = "\n".join(c.source for c in student.cells)
+        for cell in solutions:
+            body = [line for line in cell.source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            if body and all(line in student_code for line in body):
+                problems.append(f"{copy.name}: the solution starting {body[0][:40]!r} leaks into the student copy")
+        if any(c.get("outputs") for c in student.cells if c.cell_type == "code"):
+            problems.append(f"{copy.name}: has outputs")
+    if problems:
+        raise ValueError("student copies are not clean:\n  " + "\n  ".join(problems))
+
+
+def render_html(executed: Path | None = None, out: Path | None = None) -> Path:
+    """Static HTML of the executed notebooks plus an index page, for reading without running anything."""
+    import html
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    root = repository_root()
+    executed = Path(executed or root / "build" / "course")
+    out = Path(out or root / "build" / "site")
+    out.mkdir(parents=True, exist_ok=True)
+    notebooks = sorted(executed.glob("[0-9][0-9]_*.ipynb"))
+    if not notebooks:
+        raise FileNotFoundError(f"no executed notebooks in {executed}: run `make course` first")
+    summary = {}
+    summary_file = executed / "summary.json"
+    if summary_file.exists():
+        summary = {e["notebook"]: e for e in json.loads(summary_file.read_text())["notebooks"]}
+    exporter = HTMLExporter()
+    items = []
+    for path in notebooks:
+        notebook = nbformat.read(path, as_version=4)
+        body, _ = exporter.from_notebook_node(notebook)
+        (out / (path.stem + ".html")).write_text(body, encoding="utf-8")
+        title = next((c.source.splitlines()[0].lstrip("# ").strip() for c in notebook.cells if c.cell_type == "markdown"), path.stem)
+        entry = summary.get(path.stem, {})
+        results = "".join(f"<li>{html.escape(r)}</li>" for r in entry.get("results", []))
+        runtime = f"{entry['seconds']:.0f} s" if "seconds" in entry else "?"
+        items.append(f'<li><a href="{path.stem}.html">{html.escape(title)}</a> <small>({runtime})</small><ul>{results}</ul></li>')
+    mode = json.loads(summary_file.read_text())["mode"] if summary_file.exists() else "?"
+    (out / "index.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>galmeta course</title>"
+        "<style>body{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.5}small{color:#666}</style>"
+        f"</head><body><h1>galmeta: meta-learning on SDSS galaxies</h1><p>Executed notebooks (mode: {mode}).</p>"
+        f"<ol>{''.join(items)}</ol></body></html>", encoding="utf-8")
+    return out / "index.html"
+
+
 def run_course(select: list[str] | None = None, out: Path | None = None, timeout: int = 3600) -> list[dict]:
     """Execute the notebooks in order into ``build/course`` and print a summary.
 
@@ -117,6 +206,8 @@ def run_course(select: list[str] | None = None, out: Path | None = None, timeout
             print(f"  [{entry['notebook'][:2]}] {line}")
     if any(entry["status"] != "ok" for entry in summary):
         raise SystemExit(1)
+    index = render_html(out)
+    print(f"Browse the executed course without running anything: {index}")
     return summary
 
 

@@ -26,8 +26,16 @@
 # a live fetch of 25,000 galaxies takes a minute or two, depending on SkyServer.
 #
 # **Data:** with network, `galmeta.data.load_galaxies()` runs the query below once and caches the
-# table in the data home (`$GALMETA_DATA`, by default `data/` of this repository when started through
-# `make`). Without network, import a snapshot first: `galmeta data import PATH` (see the README).
+# table in the data home (`$GALMETA_DATA`, by default the `data/` folder of this repository).
+# Without network, import a snapshot first: `galmeta data import PATH` (see the README).
+
+# %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
+import importlib.util, os, subprocess, sys  # noqa: E401
+if importlib.util.find_spec("galmeta") is None:
+    url = os.environ.get("GALMETA_REPOSITORY") or input("URL of the galmeta git repository to install from: ")
+    subprocess.run(["git", "clone", "--depth=1", url, "galmeta-course"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "galmeta-course"], check=True)
+    sys.path.insert(0, os.path.abspath("galmeta-course"))
 
 # %%
 import matplotlib.pyplot as plt

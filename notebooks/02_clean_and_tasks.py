@@ -26,6 +26,14 @@
 #
 # **Runtime:** about 10 s on a laptop CPU, the same in CI mode (nothing here is shrunk); no GPU needed.
 
+# %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
+import importlib.util, os, subprocess, sys  # noqa: E401
+if importlib.util.find_spec("galmeta") is None:
+    url = os.environ.get("GALMETA_REPOSITORY") or input("URL of the galmeta git repository to install from: ")
+    subprocess.run(["git", "clone", "--depth=1", url, "galmeta-course"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "galmeta-course"], check=True)
+    sys.path.insert(0, os.path.abspath("galmeta-course"))
+
 # %%
 import matplotlib.pyplot as plt
 import numpy as np

@@ -28,6 +28,14 @@
 # 40 s (3,000 iterations: the curves show the effect, not the paper's numbers); no GPU used. The paper-scale
 # run (70,000 iterations, 600 test tasks) is `python benchmarks/sinusoid_reproduction.py`.
 
+# %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
+import importlib.util, os, subprocess, sys  # noqa: E401
+if importlib.util.find_spec("galmeta") is None:
+    url = os.environ.get("GALMETA_REPOSITORY") or input("URL of the galmeta git repository to install from: ")
+    subprocess.run(["git", "clone", "--depth=1", url, "galmeta-course"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "galmeta-course"], check=True)
+    sys.path.insert(0, os.path.abspath("galmeta-course"))
+
 # %%
 import matplotlib.pyplot as plt
 import numpy as np

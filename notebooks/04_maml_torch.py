@@ -27,6 +27,14 @@
 # **Runtime:** laptop mode about 5 minutes on a CPU; CI mode about 1–2 minutes; on a GPU the meta-training
 # cells are faster for large meta-batches (the small sinusoid network is too small to keep a GPU busy).
 
+# %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
+import importlib.util, os, subprocess, sys  # noqa: E401
+if importlib.util.find_spec("galmeta") is None:
+    url = os.environ.get("GALMETA_REPOSITORY") or input("URL of the galmeta git repository to install from: ")
+    subprocess.run(["git", "clone", "--depth=1", url, "galmeta-course"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "galmeta-course"], check=True)
+    sys.path.insert(0, os.path.abspath("galmeta-course"))
+
 # %%
 import time
 

@@ -30,6 +30,14 @@
 # `python benchmarks/redness_evaluation.py` (see there for its runtime); a GPU speeds up the
 # meta-training part only.
 
+# %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
+import importlib.util, os, subprocess, sys  # noqa: E401
+if importlib.util.find_spec("galmeta") is None:
+    url = os.environ.get("GALMETA_REPOSITORY") or input("URL of the galmeta git repository to install from: ")
+    subprocess.run(["git", "clone", "--depth=1", url, "galmeta-course"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "galmeta-course"], check=True)
+    sys.path.insert(0, os.path.abspath("galmeta-course"))
+
 # %%
 from pathlib import Path
 
