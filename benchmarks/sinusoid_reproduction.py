@@ -50,20 +50,11 @@ def torch_learners(init, iterations, seed, algorithms):
 
 
 def torch_curve(learner, tasks, max_steps=10):
+    """Query MSE of every task after 0..max_steps adaptation steps, shape (max_steps + 1, T)."""
     xs, ys, xq, yq = tasks
-    rows = [np.mean((_predict0(learner, xq) - yq) ** 2, axis=(1, 2))]
-    for steps in range(1, max_steps + 1):
-        with np.errstate(all="ignore"):
-            pred = learner.adapt(xs, ys, steps=steps).predict(xq).astype(np.float64)
-            rows.append(np.mean((pred - yq) ** 2, axis=(1, 2)))
-    return np.stack(rows)
-
-
-def _predict0(learner, xq):
-    import torch
-
-    with torch.no_grad():
-        return learner.model(learner._as_tensor(xq)).cpu().numpy()
+    with np.errstate(all="ignore"):
+        predictions = learner.adaptation_predictions(xs, ys, xq, max_steps).astype(np.float64)
+        return np.mean((predictions - yq[None]) ** 2, axis=(2, 3))
 
 
 def main():
