@@ -204,3 +204,17 @@ def test_live_skyserver_small_query(data_home):
     table = gd.fetch_galaxies(GalaxyQuery(n_rows=20), progress=False)
     assert len(table) == 20
     gd.validate_table(table, "live")
+
+
+@pytest.mark.parametrize("suffix, fmt", [(".fits", "fits"), (".ecsv", "ascii.ecsv")])
+def test_import_fits_and_ecsv(data_home, tmp_path, suffix, fmt):
+    from astropy.table import Table
+
+    table = Table.read(fixture_bytes("skyserver_all.csv").decode(), format="ascii.csv", comment="#")
+    path = tmp_path / f"snap{suffix}"
+    table.write(path, format=fmt)
+    target = gd.import_snapshot(path)
+    loaded = gd.load_galaxies(snapshot=target.stem, download_if_missing=False)
+    np.testing.assert_allclose(np.asarray(loaded["dered_r"]), np.asarray(table["dered_r"]))
+    with pytest.raises(gd.NoDataError, match="imported: \\['snap'\\]"):
+        gd.load_galaxies(snapshot="other", download_if_missing=False)
