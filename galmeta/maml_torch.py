@@ -292,6 +292,7 @@ class MetaLearner:
         self.optimiser = torch.optim.Adam(trainable, lr=self.config.meta_lr)
         self.history: dict = {"iteration": [], "train_loss": [], "val_iteration": [], "val_loss": []}
         self.iteration = 0
+        self.seconds = 0.0  # wall-clock time of the last fit
 
     # -- the inner loop ------------------------------------------------------
     def _adapted(self, xs, ys, steps, create_graph, start=None):
