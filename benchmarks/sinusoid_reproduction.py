@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from galmeta import maml_numpy as mn
-from galmeta.sinusoid import (PAPER_TABLE_2, PAPER_WEIGHT_STD, mean_confidence_interval, pretrain_pooled, sample_sinusoid_tasks,
+from galmeta.sinusoid import (PAPER_TABLE_2, PAPER_WEIGHT_STD, pretrain_pooled, sample_sinusoid_tasks, summarise_errors,
                               task_sampler, tune_finetune_lr)
 
 STEPS = (1, 5, 10)
@@ -104,13 +104,7 @@ def main():
     print("-" * len(header))
     table = {}
     for name, curve in curves.items():
-        row = {}
-        for k in STEPS:
-            values = curve[k]
-            diverged = ~np.isfinite(values) | (values > 10 * curve[0])
-            mean, half = mean_confidence_interval(values[~diverged])
-            row[k] = {"mean": mean, "ci95": half, "median": float(np.median(np.nan_to_num(values, nan=np.inf))),
-                      "diverged": int(diverged.sum())}
+        row = {k: summarise_errors(curve[k], curve[0]) for k in STEPS}
         table[name] = row
         cells = [f"{c['mean']:.3f} ± {c['ci95']:.3f} | {c['median']:.3f} | {c['diverged']}" for c in row.values()]
         print(f"{name:<12s}" + "".join(f"{cell:>34s}" for cell in cells))

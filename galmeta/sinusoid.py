@@ -106,6 +106,33 @@ def tune_finetune_lr(params, tasks, candidates=(0.001, 0.003, 0.01, 0.03, 0.1), 
     return min(scores, key=scores.get), scores
 
 
+def summarise_errors(errors, before, divergence_factor=10.0):
+    """Summary of per-task errors after adaptation that is honest about divergence.
+
+    A task *diverged* when its error is not finite or exceeds ``divergence_factor`` times its error
+    before adaptation (``before``): plain SGD from a meta-learned initialisation can blow up on a few
+    tasks, and one such task would otherwise dominate a mean.
+
+    Returns
+    -------
+    dict
+        ``mean`` and ``ci95`` over the tasks that did not diverge, ``median`` over all tasks, and the
+        number ``diverged``.
+    """
+    errors, before = np.asarray(errors, float), np.asarray(before, float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diverged = ~np.isfinite(errors) | (errors > divergence_factor * before)
+    mean, half = mean_confidence_interval(errors[~diverged]) if (~diverged).sum() > 1 else (float("nan"), float("nan"))
+    return {"mean": mean, "ci95": half, "median": float(np.median(np.nan_to_num(errors, nan=np.inf))),
+            "diverged": int(diverged.sum())}
+
+
+def format_summary(summary) -> str:
+    """``mean ± ci95 (median m, d diverged)`` for printing."""
+    text = f"{summary['mean']:.3f} ± {summary['ci95']:.3f} (median {summary['median']:.3f}"
+    return text + (f", {summary['diverged']} diverged)" if summary["diverged"] else ")")
+
+
 def mean_confidence_interval(values, confidence=0.95):
     """Mean and the half-width of its normal-approximation confidence interval."""
     values = np.asarray(values, dtype=float)

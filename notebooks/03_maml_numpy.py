@@ -42,7 +42,8 @@ import numpy as np
 
 from galmeta import maml_numpy as mn
 from galmeta.config import MODE, by_mode, describe_mode, seed_everything
-from galmeta.sinusoid import PAPER_TABLE_2, PAPER_WEIGHT_STD, mean_confidence_interval, pretrain_pooled, sample_sinusoid_tasks, task_sampler, tune_finetune_lr
+from galmeta.sinusoid import (PAPER_TABLE_2, PAPER_WEIGHT_STD, format_summary, pretrain_pooled, sample_sinusoid_tasks,
+                              summarise_errors, task_sampler, tune_finetune_lr)
 
 print(describe_mode())
 rng = seed_everything()
@@ -245,14 +246,20 @@ test = sample_sinusoid_tasks(np.random.default_rng(3), n_eval, 5, 100)
 curve_maml = mn.adaptation_curve(result.params, *test[:4], inner_lr=0.01, max_steps=10)
 curve_pre = mn.adaptation_curve(pretrained, *test[:4], inner_lr=finetune_lr, max_steps=10)
 print(f"5-shot test MSE on {n_eval} tasks (paper in brackets; it trained 70,000 iterations, here {n_iterations}):")
+summaries = {}
 for steps in (1, 5, 10):
-    (m, hm), (p, hp) = mean_confidence_interval(curve_maml[steps]), mean_confidence_interval(curve_pre[steps])
-    print(f"  {steps:2d} steps: MAML {m:.3f} ± {hm:.3f} [{PAPER_TABLE_2['MAML'][steps]}]   "
-          f"pretrained {p:.3f} ± {hp:.3f} [{PAPER_TABLE_2['pretrained'][steps]}]")
-print(f"RESULT: sinusoid 5-shot MSE after 10 steps: MAML {curve_maml[10].mean():.3f}, "
-      f"pretrained {curve_pre[10].mean():.3f} ({n_iterations} iterations)")
-assert curve_maml[1].mean() < curve_maml[0].mean(), "one inner step (what MAML trains for) must help"
-assert curve_maml[10].mean() < curve_pre[10].mean(), "MAML should beat the pretrained baseline"
+    summaries[steps] = (summarise_errors(curve_maml[steps], curve_maml[0]), summarise_errors(curve_pre[steps], curve_pre[0]))
+    print(f"  {steps:2d} steps: MAML {format_summary(summaries[steps][0])} [{PAPER_TABLE_2['MAML'][steps]}]   "
+          f"pretrained {format_summary(summaries[steps][1])} [{PAPER_TABLE_2['pretrained'][steps]}]")
+print(f"RESULT: sinusoid 5-shot MSE after 10 steps (median over tasks): MAML {np.median(curve_maml[10]):.3f}, "
+      f"pretrained {np.median(curve_pre[10]):.3f} ({n_iterations} iterations)")
+assert np.median(curve_maml[1]) < np.median(curve_maml[0]), "one inner step (what MAML trains for) must help"
+assert np.median(curve_maml[10]) < np.median(curve_pre[10]), "MAML should beat the pretrained baseline"
+
+# %% [markdown]
+# A mean over tasks can be ruined by one task on which plain SGD (step 0.01) diverges from the
+# meta-learned initialisation; this happens to a few large-amplitude tasks. We therefore report the mean
+# over tasks that did not diverge, the median over all tasks, and how many diverged, and assert on medians.
 
 # %%
 x_grid = np.linspace(-5, 5, 200)[None, :, None]
@@ -275,10 +282,9 @@ plt.show()
 
 fig, ax = plt.subplots(figsize=(5, 3.5))
 for curve, label in ((curve_maml, "MAML"), (curve_pre, "pretrained + fine-tune")):
-    means = curve.mean(axis=1)
-    half = 1.96 * curve.std(axis=1, ddof=1) / np.sqrt(curve.shape[1])
-    ax.errorbar(np.arange(11), means, yerr=half, marker="o", ms=3, capsize=2, label=label)
-ax.set(xlabel="gradient steps on 5 support points", ylabel="query MSE", yscale="log",
+    line, = ax.plot(np.arange(11), np.median(curve, axis=1), marker="o", ms=3, label=label)
+    ax.fill_between(np.arange(11), *np.nanquantile(curve, [0.25, 0.75], axis=1), color=line.get_color(), alpha=0.2)
+ax.set(xlabel="gradient steps on 5 support points", ylabel="query MSE (median, quartiles)", yscale="log",
        title=f"Adaptation curves ({MODE} mode)")
 ax.legend()
 plt.show()
@@ -344,15 +350,16 @@ reptile_rng = np.random.default_rng(5)
 sample = task_sampler(25, 10, 10)
 for _ in range(n_iterations):
     xs_r, ys_r, xq_r, yq_r = sample(reptile_rng)
-    adapted = mn.adapt(reptile, np.concatenate([xs_r, xq_r], 1), np.concatenate([ys_r, yq_r], 1), 0.01, 5)
+    # Reptile needs more movement than MAML's single step: 10 SGD steps of 0.02 on all 20 points
+    adapted = mn.adapt(reptile, np.concatenate([xs_r, xq_r], 1), np.concatenate([ys_r, yq_r], 1), 0.02, 10)
     reptile = [(W + 0.1 * (aW.mean(0) - W), b + 0.1 * (ab.mean(0) - b)) for (W, b), (aW, ab) in zip(reptile, adapted)]
 curve_reptile = mn.adaptation_curve(reptile, *test[:4], inner_lr=0.01, max_steps=10)
-print(f"Reptile 10-step MSE {curve_reptile[10].mean():.3f} vs MAML {curve_maml[10].mean():.3f}")
-assert curve_reptile[10].mean() < curve_reptile[0].mean() + 1e-9 or MODE == "ci"
+print(f"Reptile 10-step MSE (median over tasks) {np.median(curve_reptile[10]):.3f} vs MAML {np.median(curve_maml[10]):.3f}")
+assert np.median(curve_reptile[10]) < np.median(curve_reptile[0]), "Reptile's initialisation must adapt"
 
 # %% tags=["solution"]
 # Solution 2: five inner steps
 result5 = mn.meta_train(init, task_sampler(25, 10, 10), n_iterations // 5, np.random.default_rng(6), inner_steps=5)
 curve5 = mn.adaptation_curve(result5.params, *test[:4], inner_lr=0.01, max_steps=10)
 print(f"inner_steps=5: {result5.iterations_per_second:.0f} it/s vs {result.iterations_per_second:.0f} it/s with one step; "
-      f"10-step MSE {curve5[10].mean():.3f} (same wall-clock budget: {n_iterations // 5} iterations)")
+      f"10-step MSE (median) {np.median(curve5[10]):.3f} (same wall-clock budget: {n_iterations // 5} iterations)")

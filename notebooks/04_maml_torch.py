@@ -45,7 +45,7 @@ import torch
 from galmeta import maml_numpy as mn
 from galmeta import maml_torch as mt
 from galmeta.config import MODE, by_mode, describe_mode, seed_everything, try_device
-from galmeta.sinusoid import PAPER_WEIGHT_STD, mean_confidence_interval, sample_sinusoid_tasks, task_sampler
+from galmeta.sinusoid import PAPER_WEIGHT_STD, format_summary, sample_sinusoid_tasks, summarise_errors, task_sampler
 
 print(describe_mode())
 rng = seed_everything()
@@ -180,27 +180,30 @@ for algorithm in ("maml", "fomaml", "metasgd", "anil", "reptile"):
     before = learner.evaluate(*test, steps=1)
     learner.fit(lambda r, n: sample32(r), n_iterations, progress=False, rng=np.random.default_rng(1))
     learners[algorithm] = learner
-    curves[algorithm] = [np.mean((learner.adapt(test[0], test[1], steps=s).predict(test[2]) - test[3]) ** 2, axis=(1, 2))
-                         for s in (1, 5, 10)]
-    print(f"{algorithm:>8s}: {n_iterations} iterations in {learner.seconds:5.1f} s; 5-shot test MSE after 1/5/10 steps "
-          + " / ".join(f"{np.mean(c):.3f}" for c in curves[algorithm]) + f"  (before training, 1 step: {before:.3f})")
-    assert np.mean(curves[algorithm][0]) < before, f"{algorithm} must improve on its initialisation"
-print("RESULT: sinusoid 5-shot MSE after 10 steps: " + ", ".join(f"{a} {np.mean(c[2]):.3f}" for a, c in curves.items())
-      + f" ({n_iterations} iterations)")
+    with np.errstate(all="ignore"):
+        predictions = learner.adaptation_predictions(test[0], test[1], test[2], max_steps=10).astype(float)
+        curves[algorithm] = np.mean((predictions - test[3][None]) ** 2, axis=(2, 3))  # (steps + 1, tasks)
+    print(f"{algorithm:>8s}: {n_iterations} iterations in {learner.seconds:5.1f} s; 5-shot test MSE after 1 / 5 / 10 steps: "
+          + " / ".join(format_summary(summarise_errors(curves[algorithm][s], curves[algorithm][0])) for s in (1, 5, 10)))
+    assert learner.evaluate(*test, steps=1) < before, f"{algorithm} must improve on its initialisation"
+print("RESULT: sinusoid 5-shot MSE after 1 step (median over tasks): "
+      + ", ".join(f"{a} {np.median(c[1]):.3f}" for a, c in curves.items()) + f" ({n_iterations} iterations)")
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.8))
 for algorithm, curve in curves.items():
-    means = [np.mean(c) for c in curve]
-    halves = [mean_confidence_interval(c)[1] for c in curve]
-    ax.errorbar([1, 5, 10], means, yerr=halves, marker="o", capsize=3, label=algorithm)
-ax.set(xlabel="gradient steps on 5 support points", ylabel="query MSE", yscale="log",
+    line, = ax.plot(np.arange(11), np.median(curve, axis=1), marker="o", ms=3, label=algorithm)
+    ax.fill_between(np.arange(11), *np.nanquantile(curve, [0.25, 0.75], axis=1), color=line.get_color(), alpha=0.15)
+ax.set(xlabel="gradient steps on 5 support points", ylabel="query MSE (median, quartiles)", yscale="log",
        title=f"The family on sinusoids ({n_iterations} meta-iterations)")
 ax.legend()
 plt.show()
 
 # %% [markdown]
-# Meta-SGD learns its own step sizes. They are no longer 0.01, and differ by layer:
+# In the paper-scale run quoted in the README (70,000 iterations), Meta-SGD is the best learner after the
+# one step it was trained for (MSE 0.41 against MAML's 0.64) and diverges on many tasks when its learned
+# step sizes are applied again and again; the divergence counts above show how this run behaves. Meta-SGD
+# learns its own step sizes. They are no longer 0.01, and differ by layer:
 
 # %%
 rates = {name: value.detach().abs().mean().item() for name, value in learners["metasgd"].inner_lrs.items()}
