@@ -166,13 +166,13 @@ class PooledMLP:
 
     def fine_tune_predictions(self, xs, ys, xq, lr, max_steps):
         """Query predictions after 0..max_steps SGD steps on each support set, ``(steps + 1, T, Q, 1)``."""
-        phi = mn._per_task(self.params_, xs.shape[0])
-        out = [mn.forward(phi, xq)]
-        for _ in range(int(max_steps)):
-            _, grads = mn.loss_and_gradient(phi, xs, ys)
-            phi = mn._sgd_step(phi, grads, lr)
-            out.append(mn.forward(phi, xq))
-        return np.stack(out)
+        return mn.adaptation_predictions(self.params_, xs, ys, xq, lr, max_steps)
+
+
+def redshift_feature(data):
+    """The hidden redshift, standardised on meta-train galaxies, as a column (for the oracle)."""
+    train_z = data.redshift[data.train_indices()]
+    return ((data.redshift - train_z.mean()) / train_z.std())[:, None]
 
 
 # ---------------------------------------------------------------------------
@@ -339,7 +339,7 @@ def evaluate_learners(data, meta_learners: dict, pooled: PooledMLP, oracle: Pool
     table = ResultsTable()
     table.details["threshold_centred_g_r"] = threshold
     table.details["threshold_g_r"] = threshold + data.target_mean
-    z_feature = ((data.redshift - data.redshift[data.train_indices()].mean()) / data.redshift[data.train_indices()].std())[:, None]
+    X_with_z = np.concatenate([data.X, redshift_feature(data)], axis=1)
     names = [*meta_learners, "pooled + fine-tuning", "pooled (no adaptation)", "per-task ridge / logistic",
              "k nearest neighbours", "oracle: pooled + redshift"]
     bar = tqdm(total=len(ks) * len(names), disable=not progress, desc="evaluate")
@@ -369,13 +369,10 @@ def evaluate_learners(data, meta_learners: dict, pooled: PooledMLP, oracle: Pool
                 chosen = f"steps={steps}" + (f", lr={option}" if option is not None else "")
                 scores = prediction[..., 0]
                 thr = threshold
-            elif name == "pooled (no adaptation)":
-                prediction, chosen, scores, thr, option = pooled.predict(data.X[test.query]), "-", None, threshold, None
-                scores = prediction[..., 0]
-            elif name == "oracle: pooled + redshift":
-                Xz = np.concatenate([data.X, z_feature], axis=1)
-                prediction, chosen, option = oracle.predict(Xz[test.query]), "knows z", None
-                scores, thr = prediction[..., 0], threshold
+            elif name in ("pooled (no adaptation)", "oracle: pooled + redshift"):
+                oracle_run = name.startswith("oracle")
+                prediction = oracle.predict(X_with_z[test.query]) if oracle_run else pooled.predict(data.X[test.query])
+                chosen, option, scores, thr = ("knows z" if oracle_run else "-"), None, prediction[..., 0], threshold
             else:
                 grid = ridge_alphas if name.startswith("per-task") else tuple(n for n in neighbours if n <= max(k, 1))
                 scores_val = {}
@@ -474,8 +471,7 @@ def train_learners(data, meta_iterations, pooled_epochs, device=None, seed=0, n_
     train = data.train_indices()
     val = np.unique(np.concatenate([t.indices for t in data.tasks["val"]]))
     pooled = PooledMLP(n_epochs=pooled_epochs, seed=seed).fit(data.X[train], data.y[train], data.X[val], data.y[val])
-    z = ((data.redshift - data.redshift[train].mean()) / data.redshift[train].std())[:, None]
-    Xz = np.concatenate([data.X, z], axis=1)
+    Xz = np.concatenate([data.X, redshift_feature(data)], axis=1)
     oracle = PooledMLP(n_epochs=pooled_epochs, seed=seed).fit(Xz[train], data.y[train], Xz[val], data.y[val])
     return learners, pooled, oracle
 
@@ -491,14 +487,7 @@ class _NumpyMAML:
                                     progress=progress).params
 
     def adaptation_predictions(self, xs, ys, xq, max_steps):
-        phi = mn._per_task(self.params, xs.shape[0])
-        xs, ys, xq = (np.asarray(a, float) for a in (xs, ys, xq))
-        out = [mn.forward(phi, xq)]
-        for _ in range(int(max_steps)):
-            _, grads = mn.loss_and_gradient(phi, xs, ys)
-            phi = mn._sgd_step(phi, grads, 0.01)
-            out.append(mn.forward(phi, xq))
-        return np.stack(out)
+        return mn.adaptation_predictions(self.params, xs, ys, xq, 0.01, max_steps)
 
 
 def plot_predicted_vs_true(table, data, learner, k, n_tasks=4, axes=None):

@@ -39,6 +39,7 @@ __all__ = [
     "loss_and_gradient",
     "hessian_vector_product",
     "adapt",
+    "adaptation_predictions",
     "adaptation_curve",
     "meta_gradient",
     "Adam",
@@ -332,6 +333,27 @@ def adapt(params, xs, ys, inner_lr, inner_steps=1):
     return phi
 
 
+def adaptation_predictions(params, xs, ys, xq, inner_lr, max_steps=10):
+    """Query predictions after 0, 1, ..., ``max_steps`` inner SGD steps on each support set.
+
+    Returns
+    -------
+    ndarray, shape (max_steps + 1, T, Q, d_out)
+    """
+    _check_params(params)
+    _check_inner(inner_lr, max(int(max_steps), 1))
+    dtype = _working_dtype(params, np.asarray(xs))
+    data = _check_tasks(params, dtype, xs=xs, ys=ys, xq=xq)
+    xs, ys, xq = data["xs"], data["ys"], data["xq"]
+    phi = _per_task([(W.astype(dtype, copy=False), b.astype(dtype, copy=False)) for W, b in params], xs.shape[0])
+    predictions = [forward(phi, xq)]
+    for _ in range(int(max_steps)):
+        _, grads = loss_and_gradient(phi, xs, ys)
+        phi = _sgd_step(phi, grads, inner_lr)
+        predictions.append(forward(phi, xq))
+    return np.stack(predictions)
+
+
 def adaptation_curve(params, xs, ys, xq, yq, inner_lr, max_steps=10):
     """Query MSE of every task after 0, 1, ..., ``max_steps`` inner SGD steps.
 
@@ -339,18 +361,8 @@ def adaptation_curve(params, xs, ys, xq, yq, inner_lr, max_steps=10):
     -------
     ndarray, shape (max_steps + 1, T)
     """
-    _check_params(params)
-    _check_inner(inner_lr, max(int(max_steps), 1))
-    dtype = _working_dtype(params, np.asarray(xs))
-    data = _check_tasks(params, dtype, xs=xs, ys=ys, xq=xq, yq=yq)
-    xs, ys, xq, yq = data["xs"], data["ys"], data["xq"], data["yq"]
-    phi = _per_task([(W.astype(dtype, copy=False), b.astype(dtype, copy=False)) for W, b in params], xs.shape[0])
-    curve = [task_losses(phi, xq, yq)]
-    for _ in range(int(max_steps)):
-        _, grads = loss_and_gradient(phi, xs, ys)
-        phi = _sgd_step(phi, grads, inner_lr)
-        curve.append(task_losses(phi, xq, yq))
-    return np.stack(curve)
+    predictions = adaptation_predictions(params, xs, ys, xq, inner_lr, max_steps)
+    return np.mean((predictions - np.asarray(yq, predictions.dtype)[None]) ** 2, axis=(-2, -1))
 
 
 def meta_gradient(params, xs, ys, xq, yq, inner_lr, inner_steps=1, first_order=False):

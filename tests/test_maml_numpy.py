@@ -146,3 +146,13 @@ def test_diverging_training_stops_with_a_clear_error():
     with pytest.raises(FloatingPointError, match="lower meta_lr or inner_lr"):
         with np.errstate(all="ignore"):
             mn.meta_train(params, task_sampler(), 50, rng, inner_lr=50.0, inner_steps=5, progress=False)
+
+
+def test_adaptation_predictions_match_adapt_then_forward():
+    params, xs, ys, xq, yq = _problem(8)
+    predictions = mn.adaptation_predictions(params, xs, ys, xq, 0.05, 4)
+    assert predictions.shape == (5,) + yq.shape
+    np.testing.assert_allclose(predictions[0], mn.forward(params, xq), rtol=1e-12)
+    np.testing.assert_allclose(predictions[3], mn.forward(mn.adapt(params, xs, ys, 0.05, 3), xq), rtol=1e-12)
+    curve = mn.adaptation_curve(params, xs, ys, xq, yq, 0.05, 4)
+    np.testing.assert_allclose(curve[3], mn.task_losses(mn.adapt(params, xs, ys, 0.05, 3), xq, yq), rtol=1e-12)
