@@ -22,8 +22,8 @@
 #
 # **Prerequisites:** Python and NumPy; no astronomy beyond "magnitudes are logarithmic fluxes, larger is fainter".
 #
-# **Runtime:** seconds from the cache or a snapshot (laptop CPU, CI mode and GPU alike);
-# a live fetch of 25,000 galaxies takes a minute or two, depending on SkyServer.
+# **Runtime:** about 4 s from the cache or a snapshot, in laptop and CI mode alike (measured on a 2-core
+# CPU); no GPU work. A live fetch depends on SkyServer's load and was not timed (our CI has no network).
 #
 # **Data:** with network, `galmeta.data.load_galaxies()` runs the query below once and caches the
 # table in the data home (`$GALMETA_DATA`, by default the `data/` folder of this repository).

@@ -24,7 +24,7 @@
 #
 # **Prerequisites:** notebook 01; basic scikit-learn (`fit` / `predict`).
 #
-# **Runtime:** about 10 s on a laptop CPU, the same in CI mode (nothing here is shrunk); no GPU needed.
+# **Runtime:** about 11–13 s on a 2-core CPU in laptop and CI mode alike (nothing here is shrunk); no GPU work.
 
 # %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
 import importlib.util, os, subprocess, sys  # noqa: E401

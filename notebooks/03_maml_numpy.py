@@ -24,9 +24,10 @@
 #
 # **Prerequisites:** notebooks 01–02; the chain rule; NumPy broadcasting.
 #
-# **Runtime:** laptop mode about 2 minutes on a CPU (10,000 sinusoid meta-iterations); CI mode about
-# 40 s (3,000 iterations: the curves show the effect, not the paper's numbers); no GPU used. The paper-scale
-# run (70,000 iterations, 600 test tasks) is `python benchmarks/sinusoid_reproduction.py`.
+# **Runtime** (2-core CPU): laptop mode about 2 minutes (10,000 sinusoid meta-iterations); CI mode under a
+# minute (3,000 iterations: the curves show the effect, not the paper's numbers); NumPy only, no GPU. The
+# paper-scale run (70,000 iterations, 600 test tasks, about 5.5 minutes) is
+# `python benchmarks/sinusoid_reproduction.py`.
 
 # %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
 import importlib.util, os, subprocess, sys  # noqa: E401

@@ -24,8 +24,8 @@
 #
 # **Prerequisites:** notebook 03; PyTorch tensors and `autograd`.
 #
-# **Runtime:** laptop mode about 5 minutes on a CPU; CI mode about 1–2 minutes; on a GPU the meta-training
-# cells are faster for large meta-batches (the small sinusoid network is too small to keep a GPU busy).
+# **Runtime** (2-core CPU): laptop mode about 5 minutes; CI mode about 1 minute. GPU: not measured yet; the
+# same cells run there unchanged (the device is picked automatically).
 
 # %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
 import importlib.util, os, subprocess, sys  # noqa: E401

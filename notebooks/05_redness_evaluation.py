@@ -25,10 +25,9 @@
 #
 # **Prerequisites:** notebooks 02–04.
 #
-# **Runtime:** CI mode about 2 minutes (short training, 60 test draws per K: the numbers are
-# illustrations); laptop mode about 15 minutes on a CPU. The full evaluation quoted in the README is
-# `python benchmarks/redness_evaluation.py` (see there for its runtime); a GPU speeds up the
-# meta-training part only.
+# **Runtime** (2-core CPU): CI mode under a minute (short training, 60 test draws per K: the numbers are
+# illustrations); laptop mode about 5 minutes. The full evaluation quoted in the README is
+# `python benchmarks/redness_evaluation.py` (about 5 minutes). GPU: not measured yet.
 
 # %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
 import importlib.util, os, subprocess, sys  # noqa: E401
