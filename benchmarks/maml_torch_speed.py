@@ -17,7 +17,6 @@ second-order training against inner steps, and on a GPU the throughput against m
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np

@@ -14,7 +14,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from galmeta.config import seed_everything, try_device
 from galmeta.data import load_galaxies

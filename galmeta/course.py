@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -199,7 +198,7 @@ def run_course(select: list[str] | None = None, out: Path | None = None, timeout
         print(f"  {path.stem:<28s} {seconds:7.1f} s  {status}", flush=True)
         if status != "ok":
             break
-    (out / "summary.json").write_text(json.dumps({"mode": MODE, "notebooks": summary}, indent=2))
+    _write_summary(out / "summary.json", summary)
     print(f"\nExecuted notebooks are in {out} (mode: {MODE}).")
     for entry in summary:
         for line in entry["results"]:
@@ -209,6 +208,22 @@ def run_course(select: list[str] | None = None, out: Path | None = None, timeout
     index = render_html(out)
     print(f"Browse the executed course without running anything: {index}")
     return summary
+
+
+def _write_summary(path: Path, summary: list[dict]):
+    """Record this run's notebooks, keeping earlier entries of the same mode for notebooks not re-run."""
+    from galmeta.config import MODE
+
+    entries = {}
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = {}
+        if previous.get("mode") == MODE:
+            entries = {e["notebook"]: e for e in previous.get("notebooks", [])}
+    entries.update({e["notebook"]: e for e in summary})
+    path.write_text(json.dumps({"mode": MODE, "notebooks": [entries[k] for k in sorted(entries)]}, indent=2))
 
 
 def _results_of(notebook) -> list[str]:

@@ -26,7 +26,7 @@ import re
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Iterable
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from galmeta.config import DEFAULT_SEED, seed_everything, try_device
+from galmeta.config import DEFAULT_SEED, try_device
 
 __all__ = [
     "MLP",

@@ -133,6 +133,24 @@ def format_summary(summary) -> str:
     return text + (f", {summary['diverged']} diverged)" if summary["diverged"] else ")")
 
 
+def plot_adaptation_curves(curves: dict, title: str = "", ax=None):
+    """Median query MSE (with quartile band) against adaptation steps, one line per learner.
+
+    ``curves`` maps a label to an array of shape ``(steps + 1, tasks)``.
+    """
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(6, 3.8))[1]
+    for label, curve in curves.items():
+        steps = np.arange(curve.shape[0])
+        line, = ax.plot(steps, np.median(curve, axis=1), marker="o", ms=3, label=label)
+        ax.fill_between(steps, *np.nanquantile(curve, [0.25, 0.75], axis=1), color=line.get_color(), alpha=0.15)
+    ax.set(xlabel="gradient steps on the support points", ylabel="query MSE (median, quartiles)", yscale="log",
+           title=title)
+    ax.legend()
+    return ax
+
+
 def mean_confidence_interval(values, confidence=0.95):
     """Mean and the half-width of its normal-approximation confidence interval."""
     values = np.asarray(values, dtype=float)

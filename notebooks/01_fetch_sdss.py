@@ -41,7 +41,6 @@ if importlib.util.find_spec("galmeta") is None:
 import matplotlib.pyplot as plt
 import numpy as np
 
-import galmeta
 from galmeta.config import describe_mode
 from galmeta.data import CORE_COLUMNS, GalaxyQuery, load_galaxies
 
@@ -205,4 +204,4 @@ for lo in (0.03, 0.05, 0.08, 0.12, 0.16):
 size_query = GalaxyQuery(n_rows=500, sample_every=1, extra=("size",))
 assert "p.petroR50_r AS petroR50_r" in size_query.sql()
 print(size_query.sql()[:300], "...")
-# table = galmeta.data.fetch_galaxies(size_query)  # with network
+# table = fetch_galaxies(size_query)  # with network (from galmeta.data import fetch_galaxies)

@@ -24,7 +24,7 @@
 #
 # **Prerequisites:** notebooks 01–02; the chain rule; NumPy broadcasting.
 #
-# **Runtime** (2-core CPU): laptop mode about 2 minutes (10,000 sinusoid meta-iterations); CI mode under a
+# **Runtime:** on a 2-core CPU, laptop mode about 2 minutes (10,000 sinusoid meta-iterations); CI mode under a
 # minute (3,000 iterations: the curves show the effect, not the paper's numbers); NumPy only, no GPU. The
 # paper-scale run (70,000 iterations, 600 test tasks, about 5.5 minutes) is
 # `python benchmarks/sinusoid_reproduction.py`.
@@ -43,8 +43,8 @@ import numpy as np
 
 from galmeta import maml_numpy as mn
 from galmeta.config import MODE, by_mode, describe_mode, seed_everything
-from galmeta.sinusoid import (PAPER_TABLE_2, PAPER_WEIGHT_STD, format_summary, pretrain_pooled, sample_sinusoid_tasks,
-                              summarise_errors, task_sampler, tune_finetune_lr)
+from galmeta.sinusoid import (PAPER_TABLE_2, PAPER_WEIGHT_STD, format_summary, plot_adaptation_curves, pretrain_pooled,
+                              sample_sinusoid_tasks, summarise_errors, task_sampler, tune_finetune_lr)
 
 print(describe_mode())
 rng = seed_everything()
@@ -281,13 +281,8 @@ axes[0].legend(fontsize=7)
 plt.tight_layout()
 plt.show()
 
-fig, ax = plt.subplots(figsize=(5, 3.5))
-for curve, label in ((curve_maml, "MAML"), (curve_pre, "pretrained + fine-tune")):
-    line, = ax.plot(np.arange(11), np.median(curve, axis=1), marker="o", ms=3, label=label)
-    ax.fill_between(np.arange(11), *np.nanquantile(curve, [0.25, 0.75], axis=1), color=line.get_color(), alpha=0.2)
-ax.set(xlabel="gradient steps on 5 support points", ylabel="query MSE (median, quartiles)", yscale="log",
-       title=f"Adaptation curves ({MODE} mode)")
-ax.legend()
+plot_adaptation_curves({"MAML": curve_maml, "pretrained + fine-tune": curve_pre},
+                       title=f"Adaptation curves on 5-shot tasks ({MODE} mode)")
 plt.show()
 
 # %% [markdown]

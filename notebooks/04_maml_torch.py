@@ -24,7 +24,7 @@
 #
 # **Prerequisites:** notebook 03; PyTorch tensors and `autograd`.
 #
-# **Runtime** (2-core CPU): laptop mode about 5 minutes; CI mode about 1 minute. GPU: not measured yet; the
+# **Runtime:** on a 2-core CPU, laptop mode about 5 minutes; CI mode about 1 minute. GPU: not measured yet; the
 # same cells run there unchanged (the device is picked automatically).
 
 # %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
@@ -44,8 +44,9 @@ import torch
 
 from galmeta import maml_numpy as mn
 from galmeta import maml_torch as mt
-from galmeta.config import MODE, by_mode, describe_mode, seed_everything, try_device
-from galmeta.sinusoid import PAPER_WEIGHT_STD, format_summary, sample_sinusoid_tasks, summarise_errors, task_sampler
+from galmeta.config import by_mode, describe_mode, seed_everything, try_device
+from galmeta.sinusoid import (PAPER_WEIGHT_STD, format_summary, plot_adaptation_curves, sample_sinusoid_tasks,
+                              summarise_errors, task_sampler)
 
 print(describe_mode())
 rng = seed_everything()
@@ -190,13 +191,7 @@ print("RESULT: sinusoid 5-shot MSE after 1 step (median over tasks): "
       + ", ".join(f"{a} {np.median(c[1]):.3f}" for a, c in curves.items()) + f" ({n_iterations} iterations)")
 
 # %%
-fig, ax = plt.subplots(figsize=(6, 3.8))
-for algorithm, curve in curves.items():
-    line, = ax.plot(np.arange(11), np.median(curve, axis=1), marker="o", ms=3, label=algorithm)
-    ax.fill_between(np.arange(11), *np.nanquantile(curve, [0.25, 0.75], axis=1), color=line.get_color(), alpha=0.15)
-ax.set(xlabel="gradient steps on 5 support points", ylabel="query MSE (median, quartiles)", yscale="log",
-       title=f"The family on sinusoids ({n_iterations} meta-iterations)")
-ax.legend()
+plot_adaptation_curves(curves, title=f"The family on 5-shot sinusoids ({n_iterations} meta-iterations)")
 plt.show()
 
 # %% [markdown]

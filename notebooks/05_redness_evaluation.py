@@ -25,7 +25,7 @@
 #
 # **Prerequisites:** notebooks 02–04.
 #
-# **Runtime** (2-core CPU): CI mode under a minute (short training, 60 test draws per K: the numbers are
+# **Runtime:** on a 2-core CPU, CI mode under a minute (short training, 60 test draws per K: the numbers are
 # illustrations); laptop mode about 5 minutes. The full evaluation quoted in the README is
 # `python benchmarks/redness_evaluation.py` (about 5 minutes). GPU: not measured yet.
 
@@ -38,7 +38,6 @@ if importlib.util.find_spec("galmeta") is None:
     sys.path.insert(0, os.path.abspath("galmeta-course"))
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np

@@ -127,3 +127,14 @@ def test_binder_environment_is_satisfied_by_the_pip_install():
         version = importlib.metadata.version(requirement.name)
         assert requirement.specifier.contains(version, prereleases=True), f"{requirement} but {version} is installed"
     assert (ROOT / "postBuild").exists() and not (ROOT / ".binder").exists(), "a .binder/ folder would hide environment.yml from Binder"
+
+
+def test_summary_keeps_notebooks_not_rerun(tmp_path):
+    import json
+
+    path = tmp_path / "summary.json"
+    course._write_summary(path, [{"notebook": "01_a", "seconds": 1.0, "status": "ok", "results": []},
+                                 {"notebook": "02_b", "seconds": 2.0, "status": "ok", "results": []}])
+    course._write_summary(path, [{"notebook": "02_b", "seconds": 3.0, "status": "ok", "results": ["x"]}])
+    entries = json.loads(path.read_text())["notebooks"]
+    assert [(e["notebook"], e["seconds"]) for e in entries] == [("01_a", 1.0), ("02_b", 3.0)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import FIXTURES, fixture_bytes
+from conftest import fixture_bytes
 from galmeta import data as gd
 from galmeta.data import GalaxyQuery
 

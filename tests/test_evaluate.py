@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from galmeta import evaluate as ev
-from galmeta import maml_torch as mt
 from galmeta.tasks import prepare_galaxy_tasks
 from test_tasks import synthetic_table
 
