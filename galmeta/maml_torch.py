@@ -196,7 +196,7 @@ def loop_meta_gradient(params, xs, ys, xq, yq, inner_lr, inner_steps=1, first_or
 # ---------------------------------------------------------------------------
 # Batched functional forward for any module
 # ---------------------------------------------------------------------------
-def _batched_forward(model: nn.Module, names, per_task: dict, x):
+def _batched_forward(model: nn.Module, per_task: dict, x):
     """Output of ``model`` for every task with its own parameters ``per_task[name] (T, ...)``."""
     if isinstance(model, MLP):
         n_layers = len(model.weights)
@@ -308,7 +308,7 @@ class MetaLearner:
         else:
             per_task = {n: v.detach().requires_grad_(n in adapt_names) for n, v in start.items()}
         for _ in range(int(steps)):
-            loss = _task_mse(_batched_forward(self.model, self.names, per_task, xs), ys).sum()
+            loss = _task_mse(_batched_forward(self.model, per_task, xs), ys).sum()
             grads = torch.autograd.grad(loss, [per_task[n] for n in adapt_names], create_graph=create_graph)
             for n, g in zip(adapt_names, grads):
                 lr = self.inner_lrs[n] if self.inner_lrs is not None else self.config.inner_lr
@@ -326,7 +326,7 @@ class MetaLearner:
         steps = steps or self.config.inner_steps
         second_order = create_graph and self.config.algorithm in ("maml", "metasgd", "anil")
         per_task = self._adapted(xs, ys, steps, create_graph=second_order)
-        return _task_mse(_batched_forward(self.model, self.names, per_task, xq), yq).mean()
+        return _task_mse(_batched_forward(self.model, per_task, xq), yq).mean()
 
     # -- one meta-update -----------------------------------------------------
     def step(self, xs, ys, xq, yq):
@@ -355,7 +355,7 @@ class MetaLearner:
             per_task = self._adapted(x, y, self.config.reptile_steps, create_graph=False)
             per_task = {n: v.detach() for n, v in per_task.items()}
         with torch.no_grad():
-            query_loss = float(_task_mse(_batched_forward(self.model, self.names, per_task, x), y).mean())
+            query_loss = float(_task_mse(_batched_forward(self.model, per_task, x), y).mean())
             for n, p in self.model.named_parameters():
                 p.grad = (p - per_task[n]).mean(dim=0) / max(self.config.inner_lr, 1e-12)
         return query_loss
@@ -462,7 +462,7 @@ class MetaLearner:
             if step:
                 per_task = {n: v.detach() for n, v in self._adapted(x, y, 1, False, start=per_task).items()}
             with torch.no_grad():
-                predictions.append(_batched_forward(self.model, self.names, per_task, xq).cpu().numpy())
+                predictions.append(_batched_forward(self.model, per_task, xq).cpu().numpy())
         return np.stack(predictions)
 
     # -- checkpoints -------------------------------------------------------------
@@ -513,6 +513,6 @@ class AdaptedModel:
             if x.dim() != 2:
                 raise ValueError(f"this model was adapted to one task: x must be (N, d_in), got {tuple(x.shape)}")
             x = x.unsqueeze(0)
-        out = _batched_forward(self.learner.model, self.learner.names, self.per_task, x)
+        out = _batched_forward(self.learner.model, self.per_task, x)
         out = out[0] if self.single else out
         return out.cpu().numpy()
