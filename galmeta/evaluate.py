@@ -346,6 +346,7 @@ def evaluate_learners(data, meta_learners: dict, pooled: PooledMLP, oracle: Pool
     for k_index, k in enumerate(ks):
         val = draw_tasks(data, "val", k, n_val_tasks, n_query, seed=seed + 1000 + k_index)
         test = draw_tasks(data, "test", k, n_tasks, n_query, seed=seed + 2000 + k_index)
+        table.details.setdefault("test_draws", {})[k] = test
         y_val, y_test = data.y[val.query], data.y[test.query]
         for name in names:
             steps_rmse, steps = None, None
@@ -398,8 +399,6 @@ def evaluate_learners(data, meta_learners: dict, pooled: PooledMLP, oracle: Pool
             table.results[(name, k)] = LearnerResult(name, k, option, steps, residuals, scores, thr, steps_rmse)
             bar.update()
     bar.close()
-    table.details["test_draws"] = {k: draw_tasks(data, "test", k, n_tasks, n_query, seed=seed + 2000 + i)
-                                   for i, k in enumerate(ks)}
     return table
 
 

@@ -37,7 +37,10 @@ if importlib.util.find_spec("galmeta") is None:
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from galmeta import tasks as gt
 from galmeta.config import describe_mode, seed_everything
@@ -132,10 +135,6 @@ assert abs(is_red[photoz_missing].mean() - is_red[~photoz_missing].mean()) < 0.1
 
 # %%
 def ridge_rmse(X, y, train, test):
-    from sklearn.pipeline import make_pipeline
-    from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import StandardScaler
-
     model = make_pipeline(SimpleImputer(add_indicator=True), StandardScaler(), Ridge(alpha=1.0)).fit(X[train], y[train])
     return float(np.sqrt(np.mean((model.predict(X[test]) - y[test]) ** 2)))
 
@@ -161,10 +160,6 @@ print(f"RESULT: photoZ leak lowers ridge RMSE from {rmse_clean:.4f} to {rmse_lea
 # galaxies do not dominate). We score both fits by the weighted error:
 
 # %%
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-
 weights = 1.0 / (g_r_err ** 2 + 0.02 ** 2)
 model_plain = make_pipeline(SimpleImputer(), StandardScaler(), Ridge()).fit(X_raw[half_train], g_r[half_train])
 model_weighted = make_pipeline(SimpleImputer(), StandardScaler(), Ridge()).fit(
