@@ -1,581 +1,580 @@
-"""Redness on held-out tasks: learners, baselines, metrics with bootstrap intervals, table, plots.
+"""Redness on held-out redshift slices: the learner interface, the protocol, results with paired intervals.
 
 Introduced in ``notebooks/05_redness_evaluation.py``; the full run is
 ``python benchmarks/redness_evaluation.py``.
 
 Protocol
 --------
-* Every learner sees the **same** meta-test tasks and the same support/query
-  draws for each K (seeded); nothing is tuned on meta-test.
-* Hyperparameters (adaptation steps, fine-tuning step size, ridge strength,
-  number of neighbours, classification threshold) are chosen on
-  meta-validation tasks, separately for every K.
-* Every learner predicts the ``g - r`` colour (regression). The red/blue
-  label is read from it with a threshold chosen on meta-validation, except
-  for the per-task logistic regression and the k-nearest-neighbour classifier,
-  which are fitted to the support labels directly.
+* **Folds.** Redshift blocks rotate through meta-train, meta-validation and
+  meta-test (:func:`galmeta.tasks.redshift_splits`): every block is meta-test
+  once, so every meta-test slice of the catalogue is used.
+* **Draws.** In every meta-test slice, ``n_draws`` seeded support/query draws
+  per K. Every learner, and every training seed of a learner, predicts exactly
+  these draws.
+* **Tuning.** A learner's options (adaptation steps, step sizes, ridge
+  strength, neighbours) are chosen per fold, seed and K on draws from
+  **meta-validation** slices; nothing is chosen on meta-test.
+* **Target and label.** Every regressor predicts ``u - r``; the red/blue label
+  is the prediction thresholded at the Strateva cut, 2.22 (the label is the
+  true target thresholded, so no threshold is tuned).
+* **Uncertainty.** Metrics come with a bootstrap over slices, then draws within
+  slices, and the spread over training seeds; learners are compared paired
+  (:mod:`galmeta.metrics`).
+
+Adding a learner is adding one :class:`Learner` object: its options and
+``predict(data, draws, option)``.
 """
 from __future__ import annotations
 
+import csv
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from galmeta import maml_numpy as mn
+from galmeta import metrics as gm
+from galmeta.tasks import STRATEVA_UR_CUT
 
 __all__ = [
-    "OUTLIER_THRESHOLD",
-    "sigma_nmad",
-    "roc_auc",
-    "regression_metrics",
-    "classification_metrics",
-    "bootstrap_interval",
-    "PooledMLP",
-    "EvaluationDraws",
-    "draw_tasks",
-    "evaluate_learners",
-    "ResultsTable",
+    "TAIL_RMSE",
+    "Draws",
+    "make_draws",
+    "Learner",
+    "GradientMetaLearner",
+    "NumpyMAML",
+    "EvaluationConfig",
+    "default_learners",
+    "run_evaluation",
+    "EvaluationResults",
 ]
 
-#: |predicted - true| above this many magnitudes of g - r counts as an outlier
-#: (about 2.5 times the typical scatter of a good estimate).
-OUTLIER_THRESHOLD = 0.15
+#: A draw whose RMSE of u - r exceeds this (mag) counts in the tail fraction: half the distance between
+#: the red-sequence and blue-cloud peaks of u - r, an error that moves a galaxy to the other family.
+TAIL_RMSE = 0.5
 
 
 # ---------------------------------------------------------------------------
-# Metrics (vectorised so that bootstrap resamples are cheap)
-# ---------------------------------------------------------------------------
-def sigma_nmad(residuals, axis=-1):
-    """1.4826 x the median absolute deviation from the median (robust scatter)."""
-    residuals = np.asarray(residuals, float)
-    median = np.median(residuals, axis=axis, keepdims=True)
-    return 1.4826 * np.median(np.abs(residuals - median), axis=axis)
-
-
-def roc_auc(labels, scores, axis=-1):
-    """Area under the ROC curve by the Mann-Whitney statistic (ties get average ranks)."""
-    from scipy.stats import rankdata
-
-    labels, scores = np.broadcast_arrays(np.asarray(labels, bool), np.asarray(scores, float))
-    ranks = rankdata(scores, axis=axis)
-    n_pos = labels.sum(axis=axis)
-    n_neg = labels.shape[axis] - n_pos
-    rank_sum = np.where(labels, ranks, 0.0).sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def regression_metrics(residuals):
-    """RMSE, bias, sigma_NMAD and outlier fraction of residuals (last axis pooled)."""
-    residuals = np.asarray(residuals, float)
-    return {
-        "rmse": np.sqrt(np.mean(residuals ** 2, axis=-1)),
-        "bias": np.mean(residuals, axis=-1),
-        "sigma_nmad": sigma_nmad(residuals),
-        "outlier_fraction": np.mean(np.abs(residuals) > OUTLIER_THRESHOLD, axis=-1),
-    }
-
-
-def classification_metrics(labels, scores, threshold):
-    """Accuracy, balanced accuracy and ROC AUC of scores against boolean labels."""
-    labels = np.asarray(labels, bool)
-    predicted = np.asarray(scores) >= threshold
-    correct = predicted == labels
-    n_pos, n_neg = labels.sum(axis=-1), (~labels).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall_pos = np.where(labels, correct, False).sum(axis=-1) / n_pos
-        recall_neg = np.where(~labels, correct, False).sum(axis=-1) / n_neg
-    return {
-        "accuracy": correct.mean(axis=-1),
-        "balanced_accuracy": 0.5 * (recall_pos + recall_neg),
-        "roc_auc": roc_auc(labels, scores),
-    }
-
-
-def bootstrap_interval(per_task_values: dict, statistic, n_resamples=1000, rng=None, confidence=0.95):
-    """Point estimate and percentile interval of ``statistic`` over tasks resampled with replacement.
-
-    Parameters
-    ----------
-    per_task_values : dict of ndarray
-        Arrays of shape ``(n_tasks, Q)``; resampling picks whole tasks.
-    statistic : callable
-        ``statistic(**arrays)`` on arrays of shape ``(..., n_points)`` returning shape ``(...)``.
-    """
-    rng = rng if rng is not None else np.random.default_rng(0)
-    n_tasks = next(iter(per_task_values.values())).shape[0]
-    flat = {k: v.reshape(-1) for k, v in per_task_values.items()}
-    estimate = float(statistic(**flat))
-    picks = rng.integers(n_tasks, size=(n_resamples, n_tasks))
-    resampled = {k: v[picks].reshape(n_resamples, -1) for k, v in per_task_values.items()}
-    values = np.asarray(statistic(**resampled), float)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.nanquantile(values, [alpha, 1 - alpha])
-    return estimate, float(lo), float(hi)
-
-
-# ---------------------------------------------------------------------------
-# The pooled baseline (and the oracle)
-# ---------------------------------------------------------------------------
-class PooledMLP:
-    """One network fitted to all meta-train galaxies together (no task information).
-
-    The same architecture as the meta-learners, trained with Adam on mini-batches
-    (NumPy, from :mod:`galmeta.maml_numpy`), with early stopping on
-    meta-validation galaxies. ``fine_tune`` adapts it to a support set with
-    plain SGD (Chen et al. 2019; Tian et al. 2020).
-
-    Parameters
-    ----------
-    hidden : tuple of int, default (40, 40)
-    n_epochs : int, default 30
-    batch_size : int, default 256
-    lr : float, default 1e-3
-    seed : int, default 0
-    """
-
-    def __init__(self, hidden=(40, 40), n_epochs=30, batch_size=256, lr=1e-3, seed=0):
-        self.hidden, self.n_epochs, self.batch_size, self.lr, self.seed = hidden, n_epochs, batch_size, lr, seed
-        self.params_ = None
-
-    def fit(self, X, y, X_val=None, y_val=None):
-        X, y = np.asarray(X, float), np.asarray(y, float).reshape(len(X), -1)
-        if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
-            raise ValueError("X and y must be finite; impute missing values first (galmeta.tasks.FeaturePreprocessor)")
-        rng = np.random.default_rng(self.seed)
-        params = mn.init_mlp((X.shape[1], *self.hidden, y.shape[1]), rng)
-        optimiser = mn.Adam(params, lr=self.lr)
-        best, best_params = math.inf, None
-        for _ in range(int(self.n_epochs)):
-            order = rng.permutation(len(X))
-            for start in range(0, len(X), self.batch_size):
-                batch = order[start:start + self.batch_size]
-                _, grads = mn.loss_and_gradient(params, X[batch][None], y[batch][None])
-                optimiser.step(params, [(dW[0], db[0]) for dW, db in grads])
-            if X_val is not None:
-                val = float(mn.task_losses(params, np.asarray(X_val, float)[None], np.asarray(y_val, float).reshape(1, len(X_val), -1))[0])
-                if val < best:
-                    best, best_params = val, [(W.copy(), b.copy()) for W, b in params]
-        self.params_ = best_params or params
-        return self
-
-    def predict(self, X):
-        return mn.forward(self.params_, np.asarray(X, float))
-
-    def fine_tune_predictions(self, xs, ys, xq, lr, max_steps):
-        """Query predictions after 0..max_steps SGD steps on each support set, ``(steps + 1, T, Q, 1)``."""
-        return mn.adaptation_predictions(self.params_, xs, ys, xq, lr, max_steps)
-
-
-def redshift_feature(data):
-    """The hidden redshift, standardised on meta-train galaxies, as a column (for the oracle)."""
-    train_z = data.redshift[data.train_indices()]
-    return ((data.redshift - train_z.mean()) / train_z.std())[:, None]
-
-
-# ---------------------------------------------------------------------------
-# Draws, learners and the evaluation loop
+# Draws
 # ---------------------------------------------------------------------------
 @dataclass
-class EvaluationDraws:
-    """The support/query draws of one split and one K, shared by every learner."""
+class Draws:
+    """Support/query draws in every slice of one split, for one K: ``support (S, D, K)``, ``query (S, D, Q)``."""
 
     split: str
     k: int
-    support: np.ndarray  # (T, K) galaxy indices
-    query: np.ndarray    # (T, Q)
-    task_ids: np.ndarray
+    slice_ids: np.ndarray
+    support: np.ndarray
+    query: np.ndarray
+
+    @property
+    def n_slices(self):
+        return self.support.shape[0]
 
 
-def draw_tasks(data, split, k, n_tasks, n_query, seed):
-    """Seeded support/query draws from the tasks of one split."""
-    sampler = data.sampler(split, k, n_query)
-    support, query, task_ids = sampler.sample_indices(np.random.default_rng(seed), n_tasks=n_tasks)
-    return EvaluationDraws(split, k, support, query, task_ids)
+def make_draws(data, split, k, n_draws, n_query, seed):
+    """``n_draws`` seeded draws of K support and ``n_query`` query galaxies (disjoint) in every slice of ``split``."""
+    from galmeta.tasks import TooFewGalaxiesError
+
+    tasks = data.tasks[split]
+    rng = np.random.default_rng([int(seed), data.fold, int(k), {"train": 0, "val": 1, "test": 2}[split]])
+    support = np.empty((len(tasks), n_draws, k), dtype=np.int64)
+    query = np.empty((len(tasks), n_draws, n_query), dtype=np.int64)
+    for s, task in enumerate(tasks):
+        if task.size < k + n_query:
+            raise TooFewGalaxiesError(
+                f"slice {task.name} ({split}, fold {data.fold}) has {task.size} galaxies but K + n_query = "
+                f"{k + n_query}; lower n_query or K, or raise min_size when building tasks"
+            )
+        for d in range(n_draws):
+            pick = rng.choice(task.indices, size=k + n_query, replace=False)
+            support[s, d], query[s, d] = pick[:k], pick[k:]
+    return Draws(split, int(k), np.arange(len(tasks)), support, query)
 
 
-def _steps_predictions(name, learner, data, draws, max_steps, option=None):
-    X, y = data.X, data.y
-    xs, ys, xq = X[draws.support], y[draws.support], X[draws.query]
-    if name == "pooled + fine-tuning":
-        return learner.fine_tune_predictions(xs, ys, xq, option, max_steps)
-    predictions = learner.adaptation_predictions(xs.astype(np.float32), ys.astype(np.float32), xq.astype(np.float32),
-                                                 max_steps)
-    return predictions.astype(float)
+# ---------------------------------------------------------------------------
+# The learner interface
+# ---------------------------------------------------------------------------
+class Learner:
+    """One way of estimating u - r in a new slice from K galaxies of it.
+
+    Subclasses set :attr:`name`, override :meth:`fit` if they learn from
+    meta-train, list their tunable :meth:`options` and implement :meth:`predict`.
+    Predictions are u - r in magnitudes, shape ``draws.query.shape``.
+
+    Attributes
+    ----------
+    group : {"meta-learner", "baseline", "reference"}
+        References (the oracle, the ceiling) are shown but never compete.
+    regression : bool
+        False for learners that only score the label (their residuals are NaN).
+    """
+
+    name = "learner"
+    group = "baseline"
+    regression = True
+
+    def fit(self, data, seed, shared):
+        """Learn from the meta-train (and, for early stopping, meta-validation) slices of ``data``.
+
+        ``shared`` is a dict that lives for one fold and seed, so learners can share a trained part.
+        """
+        return self
+
+    def options(self, k):
+        """Options to choose from on meta-validation (``[None]``: nothing to tune)."""
+        return [None]
+
+    def predict(self, data, draws, option):
+        raise NotImplementedError
+
+    def predict_options(self, data, draws):
+        """Predictions for every option (override when one pass computes them all)."""
+        return {option: self.predict(data, draws, option) for option in self.options(draws.k)}
+
+    def threshold(self):
+        """Label rule: ``prediction >= threshold()`` is red."""
+        return STRATEVA_UR_CUT
+
+    def describe(self, option):
+        return "-" if option is None else str(option)
+
+    def curve_key(self, option):
+        """``(family, steps)`` when an option is a number of adaptation steps (for step-curve plots), else None."""
+        return None
 
 
-def _per_task_predictions(name, data, draws, option):
-    """Ridge / logistic regression and k-NN fitted on each support set alone."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+class _AdaptationCurveLearner(Learner):
+    """A learner whose options are 0..max_steps gradient steps on the support set."""
 
-    X, y, labels = data.X, data.y[:, 0], data.is_red
-    reg = np.empty(draws.query.shape)
-    prob = np.empty(draws.query.shape)
-    for row, (s, q) in enumerate(zip(draws.support, draws.query)):
-        if name == "per-task ridge / logistic":
-            reg[row] = Ridge(alpha=option).fit(X[s], y[s]).predict(X[q])
-            if labels[s].min() == labels[s].max():  # one class in the support set: predict it
-                prob[row] = float(labels[s][0])
-            else:
-                clf = LogisticRegression(C=1.0 / option, max_iter=500).fit(X[s], labels[s])
-                prob[row] = clf.predict_proba(X[q])[:, 1]
-        else:  # k nearest neighbours
-            n = min(option, len(s))
-            reg[row] = KNeighborsRegressor(n_neighbors=n).fit(X[s], y[s]).predict(X[q])
-            prob[row] = KNeighborsClassifier(n_neighbors=n).fit(X[s], labels[s]).predict_proba(X[q])[:, -1] \
-                if labels[s].min() != labels[s].max() else float(labels[s][0])
-    return reg[..., None], prob
+    max_steps = 10
 
+    def options(self, k):
+        return list(range(self.max_steps + 1))
 
-@dataclass
-class LearnerResult:
-    name: str
-    k: int
-    option: object
-    steps: int | None
-    residuals: np.ndarray      # (T, Q)
-    scores: np.ndarray         # (T, Q) classification score
-    threshold: float
-    steps_rmse: np.ndarray | None = None  # RMSE on meta-test against 0..max_steps
+    def curve(self, xs, ys, xq):
+        raise NotImplementedError
+
+    def predict_options(self, data, draws):
+        from galmeta.baselines import _flat_task_arrays
+
+        xs, ys, xq = _flat_task_arrays(data, draws)
+        with np.errstate(all="ignore"):
+            curve = np.asarray(self.curve(xs, ys, xq), float)
+        return {steps: curve[steps, ..., 0].reshape(draws.query.shape) + data.target_mean
+                for steps in range(self.max_steps + 1)}
+
+    def predict(self, data, draws, option):
+        return self.predict_options(data, draws)[option]
+
+    def describe(self, option):
+        return f"steps={option}"
+
+    def curve_key(self, option):
+        return (None, option)
 
 
-@dataclass
-class ResultsTable:
-    """Results of :func:`evaluate_learners`: one row per learner x K."""
-
-    rows: list = field(default_factory=list)
-    results: dict = field(default_factory=dict)   # (learner, K) -> LearnerResult
-    details: dict = field(default_factory=dict)   # threshold, test draws
-
-    COLUMNS = ("learner", "K", "chosen", "rmse", "bias", "sigma_nmad", "outlier_fraction", "accuracy",
-               "balanced_accuracy", "roc_auc")
-
-    def to_csv(self, path):
-        import csv
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            header = ["learner", "K", "chosen"]
-            for metric in self.COLUMNS[3:]:
-                header += [metric, f"{metric}_lo", f"{metric}_hi"]
-            writer.writerow(header)
-            for row in self.rows:
-                line = [row["learner"], row["K"], row["chosen"]]
-                for metric in self.COLUMNS[3:]:
-                    line += [f"{v:.5f}" for v in row[metric]]
-                writer.writerow(line)
-        return path
-
-    def to_markdown(self, metrics=("rmse", "sigma_nmad", "outlier_fraction", "bias", "balanced_accuracy", "roc_auc")):
-        header = "| learner | K | " + " | ".join(metrics) + " | chosen on meta-validation |"
-        lines = [header, "|" + "---|" * (len(metrics) + 3)]
-        for row in self.rows:
-            cells = [f"{row[m][0]:.3f} [{row[m][1]:.3f}, {row[m][2]:.3f}]" for m in metrics]
-            lines.append(f"| {row['learner']} | {row['K']} | " + " | ".join(cells) + f" | {row['chosen']} |")
-        return "\n".join(lines)
-
-    def write(self, folder):
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.to_csv(folder / "redness_results.csv")
-        (folder / "redness_results.md").write_text(self.to_markdown() + "\n")
-        return folder
-
-    def print(self, metrics=("rmse", "sigma_nmad", "outlier_fraction", "balanced_accuracy", "roc_auc")):
-        """Print the table compactly (95% intervals in brackets)."""
-        width = max(len(r["learner"]) for r in self.rows)
-        print(f"{'learner':<{width}s}  K  " + "  ".join(f"{m:>24s}" for m in metrics))
-        for row in self.rows:
-            cells = [f"{row[m][0]:.3f} [{row[m][1]:.3f},{row[m][2]:.3f}]" for m in metrics]
-            print(f"{row['learner']:<{width}s} {row['K']:2d}  " + "  ".join(f"{c:>24s}" for c in cells))
-
-    def get(self, learner, k, metric="rmse"):
-        for row in self.rows:
-            if row["learner"] == learner and row["K"] == k:
-                return row[metric]
-        raise KeyError((learner, k))
-
-
-def _choose_threshold(data):
-    """The g - r cut (on the centred scale) that best separates red from blue meta-train galaxies."""
-    train = data.train_indices()
-    values = data.y[train, 0]
-    labels = data.is_red[train]
-    candidates = np.quantile(values, np.linspace(0.05, 0.95, 181))
-    balanced = [0.5 * (np.mean(values[labels] >= c) + np.mean(values[~labels] < c)) for c in candidates]
-    return float(candidates[int(np.argmax(balanced))])
-
-
-def evaluate_learners(data, meta_learners: dict, pooled: PooledMLP, oracle: PooledMLP, ks=(1, 5, 10, 20),
-                      n_tasks=200, n_val_tasks=100, n_query=30, max_steps=10, n_resamples=1000, seed=0,
-                      finetune_lrs=(0.001, 0.003, 0.01, 0.03, 0.1), ridge_alphas=(0.1, 1.0, 10.0, 100.0),
-                      neighbours=(1, 3, 5, 10, 20), progress=True):
-    """Evaluate every learner on the same meta-test draws, tuning on meta-validation.
+class GradientMetaLearner(_AdaptationCurveLearner):
+    """A member of the MAML family (:class:`galmeta.maml_torch.MetaLearner`), meta-trained on K-shot slices.
 
     Parameters
     ----------
-    data : galmeta.tasks.GalaxyTaskData
-    meta_learners : dict
-        Name -> fitted :class:`galmeta.maml_torch.MetaLearner`.
-    pooled : PooledMLP
-        Fitted on meta-train galaxies.
-    oracle : PooledMLP
-        Fitted on meta-train galaxies with the hidden redshift as an extra feature.
-    ks : tuple of int
-        Support sizes.
+    name : str
+    algorithm : str
+        ``"maml"``, ``"fomaml"``, ``"metasgd"``, ``"anil"`` or ``"reptile"``.
+    iterations : int
+        Most meta-iterations (early stopping on meta-validation decides).
+    n_support : int, default 10
+        K of the meta-training tasks.
+    """
+
+    group = "meta-learner"
+
+    def __init__(self, name, algorithm, iterations, n_support=10, n_query=20, inner_lr=0.01, meta_batch=25,
+                 hidden=(40, 40), max_steps=10, eval_every=50, patience=20, device=None):
+        self.name, self.algorithm, self.iterations = name, algorithm, int(iterations)
+        self.n_support, self.n_query, self.inner_lr, self.meta_batch = n_support, n_query, inner_lr, meta_batch
+        self.hidden, self.max_steps, self.eval_every, self.patience, self.device = hidden, max_steps, eval_every, patience, device
+
+    def fit(self, data, seed, shared):
+        import torch
+
+        from galmeta import maml_torch as mt
+
+        torch.manual_seed(seed)
+        init = mn.init_mlp((data.X.shape[1], *self.hidden, 1), np.random.default_rng(seed), dtype=np.float32)
+        self.model = mt.MetaLearner(mt.MLP.from_numpy(init), algorithm=self.algorithm, inner_lr=self.inner_lr,
+                                    inner_steps=1, meta_batch=self.meta_batch, seed=seed, device=self.device)
+        train = data.sampler("train", self.n_support, self.n_query)
+        val = [a.astype(np.float32) for a in
+               data.sampler("val", self.n_support, self.n_query).sample(np.random.default_rng(seed + 1), n_tasks=100)]
+        self.model.fit(lambda rng, n: [a.astype(np.float32) for a in train.sample(rng, n)], self.iterations,
+                       val_tasks=val, eval_every=self.eval_every, patience=self.patience, progress=False,
+                       rng=np.random.default_rng(seed))
+        return self
+
+    def curve(self, xs, ys, xq):
+        return self.model.adaptation_predictions(xs.astype(np.float32), ys.astype(np.float32), xq.astype(np.float32),
+                                                 self.max_steps)
+
+
+class NumpyMAML(_AdaptationCurveLearner):
+    """The from-scratch MAML of notebook 03 (:mod:`galmeta.maml_numpy`), trained like the others: a check."""
+
+    group = "meta-learner"
+
+    def __init__(self, iterations, n_support=10, n_query=20, inner_lr=0.01, hidden=(40, 40), max_steps=10):
+        self.name = "MAML (NumPy check)"
+        self.iterations, self.n_support, self.n_query = int(iterations), n_support, n_query
+        self.inner_lr, self.hidden, self.max_steps = inner_lr, hidden, max_steps
+
+    def fit(self, data, seed, shared):
+        sampler = data.sampler("train", self.n_support, self.n_query)
+        init = mn.init_mlp((data.X.shape[1], *self.hidden, 1), np.random.default_rng(seed))
+        self.params = mn.meta_train(init, lambda r: sampler.sample(r, 25), self.iterations, np.random.default_rng(seed),
+                                    inner_lr=self.inner_lr, progress=False).params
+        return self
+
+    def curve(self, xs, ys, xq):
+        return mn.adaptation_predictions(self.params, xs, ys, xq, self.inner_lr, self.max_steps)
+
+
+# ---------------------------------------------------------------------------
+# Configuration and the run
+# ---------------------------------------------------------------------------
+@dataclass
+class EvaluationConfig:
+    """Sizes of one evaluation run (the notebook's CI mode and the full benchmark differ only here)."""
+
+    ks: tuple = (1, 5, 10, 20)
+    folds: tuple = (0, 1, 2, 3, 4)
+    n_folds: int = 5
+    seeds: tuple = (0, 1, 2)
+    n_draws: int = 10
+    n_val_draws: int = 5
+    n_query: int = 20
+    meta_iterations: int = 3000
+    pooled_epochs: int = 100
+    include_numpy_check: bool = True
+    algorithms: tuple = (("MAML", "maml"), ("FOMAML", "fomaml"), ("Meta-SGD", "metasgd"), ("ANIL", "anil"))
+    draw_seed: int = 0
+
+    def __post_init__(self):
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"ks must list support sizes >= 1, got {self.ks!r}")
+        if not self.seeds or not self.folds:
+            raise ValueError("seeds and folds must each list at least one value")
+        if self.n_draws < 1 or self.n_val_draws < 1 or self.n_query < 1:
+            raise ValueError("n_draws, n_val_draws and n_query must be >= 1")
+
+
+def default_learners(config: EvaluationConfig, device=None):
+    """The meta-learners of the course and every baseline, as a list of :class:`Learner` objects."""
+    from galmeta import baselines as gb
+
+    learners = [GradientMetaLearner(name, algorithm, config.meta_iterations, n_query=config.n_query, device=device)
+                for name, algorithm in config.algorithms]
+    if config.include_numpy_check:
+        learners.append(NumpyMAML(config.meta_iterations, n_query=config.n_query))
+    learners += [
+        gb.PooledNetwork(),
+        gb.FineTunedPooledNetwork(),
+        gb.PooledPlusOffset(gb.PooledNetwork()),
+        gb.PooledRidge(),
+        gb.PooledPlusOffset(gb.PooledRidge()),
+        gb.PerTaskRidge(),
+        gb.NearestNeighbours(),
+        gb.PooledNetworkWithRedshift(),
+        gb.PerfectTarget(),
+        gb.SingleFeatureCut(),
+    ]
+    names = [learner.name for learner in learners]
+    if len(set(names)) != len(names):
+        raise ValueError(f"learner names must be unique, got {names}")
+    return learners
+
+
+def _rmse(predictions, truth):
+    with np.errstate(all="ignore"):
+        value = float(np.sqrt(np.mean((predictions - truth) ** 2)))
+    return value if np.isfinite(value) else math.inf
+
+
+def run_evaluation(catalogue, learners, config: EvaluationConfig, window=0.005, min_size=40, progress=None):
+    """Fit, tune and evaluate every learner on every fold and seed.
+
+    Parameters
+    ----------
+    catalogue : galmeta.tasks.GalaxyCatalogue
+        From :func:`galmeta.tasks.build_catalogue`.
+    learners : list of Learner
+    config : EvaluationConfig
+    progress : callable, optional
+        Called with a one-line message after each fold and seed.
 
     Returns
     -------
-    ResultsTable
+    EvaluationResults
     """
-    from tqdm.auto import tqdm
+    results = EvaluationResults(config=config, learners={l.name: l for l in learners})
+    start = time.perf_counter()
+    for fold in config.folds:
+        data = catalogue.fold(fold, config.n_folds, window=window, min_size=min_size)
+        val_draws = {k: make_draws(data, "val", k, config.n_val_draws, config.n_query, config.draw_seed) for k in config.ks}
+        test_draws = {k: make_draws(data, "test", k, config.n_draws, config.n_query, config.draw_seed) for k in config.ks}
+        results.add_slices(data, test_draws[config.ks[0]])
+        for k, draws in test_draws.items():
+            results.add_labels(k, data.is_red[draws.query], data.target[draws.query], draws)
+        for seed in config.seeds:
+            shared = {"pooled_config": {"n_epochs": config.pooled_epochs}}
+            for learner in learners:
+                fit_start = time.perf_counter()
+                learner.fit(data, seed, shared)
+                fit_seconds = time.perf_counter() - fit_start
+                for k in config.ks:
+                    truth_val = data.target[val_draws[k].query]
+                    val_scores = {o: _rmse(p, truth_val) for o, p in learner.predict_options(data, val_draws[k]).items()}
+                    chosen = min(val_scores, key=val_scores.get) if learner.regression else next(iter(val_scores))
+                    test_predictions = learner.predict_options(data, test_draws[k])
+                    truth = data.target[test_draws[k].query]
+                    results.add(learner, k, fold, seed, test_predictions[chosen], truth, chosen, val_scores[chosen],
+                                {o: _rmse(p, truth) for o, p in test_predictions.items()}, fit_seconds)
+            if progress:
+                progress(f"fold {fold} seed {seed} done ({time.perf_counter() - start:.0f} s)")
+    results.seconds = time.perf_counter() - start
+    return results
 
-    threshold = _choose_threshold(data)
-    table = ResultsTable()
-    table.details["threshold_centred_g_r"] = threshold
-    table.details["threshold_g_r"] = threshold + data.target_mean
-    X_with_z = np.concatenate([data.X, redshift_feature(data)], axis=1)
-    names = [*meta_learners, "pooled + fine-tuning", "pooled (no adaptation)", "per-task ridge / logistic",
-             "k nearest neighbours", "oracle: pooled + redshift"]
-    bar = tqdm(total=len(ks) * len(names), disable=not progress, desc="evaluate")
-    for k_index, k in enumerate(ks):
-        val = draw_tasks(data, "val", k, n_val_tasks, n_query, seed=seed + 1000 + k_index)
-        test = draw_tasks(data, "test", k, n_tasks, n_query, seed=seed + 2000 + k_index)
-        table.details.setdefault("test_draws", {})[k] = test
-        y_val, y_test = data.y[val.query], data.y[test.query]
-        for name in names:
-            steps_rmse, steps = None, None
-            if name in meta_learners or name == "pooled + fine-tuning":
-                learner = meta_learners.get(name, pooled)
-                options = finetune_lrs if name == "pooled + fine-tuning" else (None,)
-                best = (math.inf, None, None)
-                for option in options:
-                    with np.errstate(all="ignore"):
-                        curve = _steps_predictions(name, learner, data, val, max_steps, option)
-                        rmse = np.sqrt(np.mean((curve - y_val[None]) ** 2, axis=(1, 2, 3)))
-                    rmse = np.where(np.isfinite(rmse), rmse, np.inf)
-                    s = int(np.argmin(rmse))
-                    if rmse[s] < best[0]:
-                        best = (rmse[s], option, s)
-                _, option, steps = best
-                with np.errstate(all="ignore"):
-                    curve = _steps_predictions(name, learner, data, test, max_steps, option)
-                    steps_rmse = np.sqrt(np.mean((curve - y_test[None]) ** 2, axis=(1, 2, 3)))
-                prediction = curve[steps]
-                chosen = f"steps={steps}" + (f", lr={option}" if option is not None else "")
-                scores = prediction[..., 0]
-                thr = threshold
-            elif name in ("pooled (no adaptation)", "oracle: pooled + redshift"):
-                oracle_run = name.startswith("oracle")
-                prediction = oracle.predict(X_with_z[test.query]) if oracle_run else pooled.predict(data.X[test.query])
-                chosen, option, scores, thr = ("knows z" if oracle_run else "-"), None, prediction[..., 0], threshold
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+@dataclass
+class EvaluationResults:
+    """Everything :func:`run_evaluation` measured, indexed by learner, K, fold and seed.
+
+    ``predictions[(learner, k)][seed][fold]`` is an array ``(S_fold, D, Q)``; slices of all folds are
+    concatenated in :meth:`residuals`.
+    """
+
+    config: EvaluationConfig
+    learners: dict
+    predictions: dict = field(default_factory=dict)
+    truth: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+    draws: dict = field(default_factory=dict)
+    chosen: dict = field(default_factory=dict)
+    val_rmse: dict = field(default_factory=dict)
+    option_rmse: dict = field(default_factory=dict)
+    fit_seconds: dict = field(default_factory=dict)
+    slices: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    # -- recording ------------------------------------------------------------
+    def add_slices(self, data, draws):
+        for s, task in zip(draws.slice_ids, [data.tasks["test"][i] for i in draws.slice_ids]):
+            self.slices.append({"fold": data.fold, "slice": task.name, "z_lo": task.z_lo, "z_hi": task.z_hi,
+                                "n_galaxies": task.size})
+
+    def add_labels(self, k, labels, truth, draws):
+        self.labels.setdefault(k, []).append(labels)
+        self.truth.setdefault(k, []).append(truth)
+        self.draws.setdefault(k, []).append(draws)
+
+    def add(self, learner, k, fold, seed, predictions, truth, option, val_rmse, option_rmse, fit_seconds):
+        key = (learner.name, k)
+        self.predictions.setdefault(key, {}).setdefault(seed, {})[fold] = predictions
+        self.chosen[(learner.name, k, fold, seed)] = option
+        self.val_rmse[(learner.name, k, fold, seed)] = val_rmse
+        self.option_rmse[(learner.name, k, fold, seed)] = option_rmse
+        self.fit_seconds[(learner.name, fold, seed)] = fit_seconds
+
+    def without_models(self):
+        """A copy whose learners keep their configuration but drop trained models (small, picklable)."""
+        import copy
+
+        def light(learner):
+            clone = copy.copy(learner)
+            for attribute in ("model", "params"):
+                vars(clone).pop(attribute, None)
+            if isinstance(vars(clone).get("base"), Learner):
+                clone.base = light(clone.base)
+            return clone
+
+        stripped = copy.copy(self)
+        stripped.learners = {name: light(learner) for name, learner in self.learners.items()}
+        return stripped
+
+    # -- arrays -----------------------------------------------------------------
+    @property
+    def ks(self):
+        return tuple(self.config.ks)
+
+    def names(self, group=None):
+        return [n for n, l in self.learners.items() if group is None or l.group == group]
+
+    def _stack(self, name, k):
+        per_seed = self.predictions[(name, k)]
+        return np.stack([np.concatenate([per_seed[seed][fold] for fold in self.config.folds]) for seed in self.config.seeds])
+
+    def scores(self, name, k):
+        """Label scores, shape ``(seeds, S, D, Q)``."""
+        return self._stack(name, k)
+
+    def residuals(self, name, k):
+        """Predicted minus true u - r, shape ``(seeds, S, D, Q)`` (NaN for label-only learners)."""
+        if not self.learners[name].regression:
+            return np.full_like(self._stack(name, k), np.nan)
+        return self._stack(name, k) - np.concatenate(self.truth[k])[None]
+
+    def label_array(self, k):
+        return np.concatenate(self.labels[k])
+
+    # -- summaries -----------------------------------------------------------------
+    def interval(self, name, k, metric="rmse", n_resamples=1000, level="slices"):
+        learner = self.learners[name]
+        return gm.bootstrap(metric, self.residuals(name, k), self.label_array(k), self.scores(name, k),
+                            threshold=learner.threshold(), tail=TAIL_RMSE, n_resamples=n_resamples, level=level)
+
+    def best_baseline(self, k):
+        """The non-meta baseline with the lowest meta-validation RMSE at this K (mean over folds and seeds)."""
+        scores = {name: np.mean([self.val_rmse[(name, k, f, s)] for f in self.config.folds for s in self.config.seeds])
+                  for name in self.names("baseline")}
+        return min(scores, key=scores.get)
+
+    def paired(self, name, reference, k, metric="rmse", n_resamples=1000):
+        """Metric of ``name`` minus metric of ``reference`` on the same draws (:func:`galmeta.metrics.paired_difference`)."""
+        return gm.paired_difference(metric, self.residuals(name, k), self.residuals(reference, k), self.label_array(k),
+                                    self.scores(name, k), self.scores(reference, k),
+                                    threshold=self.learners[name].threshold(), tail=TAIL_RMSE, n_resamples=n_resamples)
+
+    def chosen_options(self, name, k):
+        learner = self.learners[name]
+        options = [learner.describe(self.chosen[(name, k, f, s)]) for f in self.config.folds for s in self.config.seeds]
+        values, counts = np.unique(options, return_counts=True)
+        order = np.argsort(-counts)
+        return "; ".join(f"{values[i]}" + (f" ({counts[i]}x)" if len(values) > 1 else "") for i in order[:3])
+
+    SUMMARY_METRICS = ("rmse", "sigma_nmad", "bias", "worst_draw_rmse", "tail_fraction", "balanced_accuracy", "roc_auc")
+
+    def summary_rows(self, metrics=SUMMARY_METRICS, n_resamples=1000):
+        """One row per learner and K: each metric as an :class:`galmeta.metrics.Interval`."""
+        rows = []
+        for k in self.ks:
+            for name, learner in self.learners.items():
+                row = {"learner": name, "group": learner.group, "K": k, "chosen": self.chosen_options(name, k)}
+                for metric in metrics:
+                    if metric in ("balanced_accuracy", "roc_auc") or learner.regression:
+                        row[metric] = self.interval(name, k, metric, n_resamples)
+                    else:
+                        row[metric] = None
+                rows.append(row)
+        return rows
+
+    def paired_rows(self, metrics=("rmse", "sigma_nmad", "balanced_accuracy"), n_resamples=1000):
+        """For every K and meta-learner: the paired difference to the best non-meta baseline (the headline)."""
+        rows = []
+        for k in self.ks:
+            reference = self.best_baseline(k)
+            for name in self.names("meta-learner") + [n for n in self.names("baseline") if n != reference]:
+                row = {"K": k, "learner": name, "group": self.learners[name].group, "reference": reference}
+                for metric in metrics:
+                    row[metric] = self.paired(name, reference, k, metric, n_resamples)
+                rows.append(row)
+        return rows
+
+    def slice_rows(self):
+        """Per learner, K, seed and slice: RMSE, bias, sigma_NMAD, worst draw and balanced accuracy."""
+        rows = []
+        n_slices = len(self.slices)
+        for (name, k), _ in self.predictions.items():
+            learner = self.learners[name]
+            residuals, scores, labels = self.residuals(name, k), self.scores(name, k), self.label_array(k)
+            for i_seed, seed in enumerate(self.config.seeds):
+                for s in range(n_slices):
+                    r = residuals[i_seed, s]
+                    predicted = scores[i_seed, s] >= learner.threshold()
+                    rows.append({**self.slices[s], "learner": name, "K": k, "seed": seed,
+                                 "chosen": learner.describe(self.chosen[(name, k, self.slices[s]["fold"], seed)]),
+                                 "rmse": float(np.sqrt(np.mean(r ** 2))), "bias": float(np.mean(r)),
+                                 "sigma_nmad": float(gm.sigma_nmad(r.ravel())),
+                                 "worst_draw_rmse": float(np.sqrt(np.mean(r ** 2, axis=-1)).max()),
+                                 "balanced_accuracy": float(gm.balanced_accuracy(labels[s].ravel(), predicted.ravel()))})
+        return rows
+
+    # -- output -------------------------------------------------------------------------
+    def write(self, folder, n_resamples=1000):
+        """Write ``redness_per_slice.csv``, ``redness_summary.{csv,md}`` and ``redness_paired.{csv,md}``.
+
+        Returns
+        -------
+        summary_rows, paired_rows : list of dict
+            As :meth:`summary_rows` and :meth:`paired_rows` computed them (for figures, without a second bootstrap).
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_csv(folder / "redness_per_slice.csv", self.slice_rows())
+        summary, paired = self.summary_rows(n_resamples=n_resamples), self.paired_rows(n_resamples=n_resamples)
+        _write_csv(folder / "redness_summary.csv", _intervals_to_columns(summary))
+        _write_csv(folder / "redness_paired.csv", _intervals_to_columns(paired))
+        (folder / "redness_summary.md").write_text(summary_markdown(summary) + "\n")
+        (folder / "redness_paired.md").write_text(paired_markdown(paired, self) + "\n")
+        return summary, paired
+
+
+def _intervals_to_columns(rows):
+    out = []
+    for row in rows:
+        flat = {}
+        for key, value in row.items():
+            if isinstance(value, gm.Interval):
+                flat.update({key: f"{value.estimate:.5f}", f"{key}_lo": f"{value.lo:.5f}", f"{key}_hi": f"{value.hi:.5f}",
+                             f"{key}_seed_sd": f"{value.seed_sd:.5f}"})
+            elif value is None:
+                flat.update({key: "", f"{key}_lo": "", f"{key}_hi": "", f"{key}_seed_sd": ""})
             else:
-                grid = ridge_alphas if name.startswith("per-task") else tuple(n for n in neighbours if n <= max(k, 1))
-                scores_val = {}
-                for option in grid:
-                    reg, _ = _per_task_predictions(name, data, val, option)
-                    scores_val[option] = float(np.sqrt(np.mean((reg - y_val) ** 2)))
-                option = min(scores_val, key=scores_val.get)
-                prediction, scores = _per_task_predictions(name, data, test, option)
-                thr = 0.5
-                chosen = f"alpha={option}" if name.startswith("per-task") else f"k={option}"
-            residuals = (prediction - y_test)[..., 0]
-            labels = data.is_red[test.query]
-            stats = {}
-            for metric in ("rmse", "bias", "sigma_nmad", "outlier_fraction"):
-                stats[metric] = bootstrap_interval({"r": residuals}, lambda r, m=metric: regression_metrics(r)[m],
-                                                   n_resamples, np.random.default_rng(seed + 7))
-            for metric in ("accuracy", "balanced_accuracy", "roc_auc"):
-                stats[metric] = bootstrap_interval(
-                    {"l": labels.astype(float), "s": scores},
-                    lambda l, s, m=metric, t=thr: classification_metrics(l.astype(bool), s, t)[m],
-                    n_resamples, np.random.default_rng(seed + 7))
-            table.rows.append({"learner": name, "K": k, "chosen": chosen, **stats})
-            table.results[(name, k)] = LearnerResult(name, k, option, steps, residuals, scores, thr, steps_rmse)
-            bar.update()
-    bar.close()
-    return table
+                flat[key] = value
+        out.append(flat)
+    return out
 
 
-# ---------------------------------------------------------------------------
-# Plots
-# ---------------------------------------------------------------------------
-def plot_error_vs_k(table, metric="rmse", ax=None):
-    """One line per learner with its 95% band."""
-    import matplotlib.pyplot as plt
-
-    ax = ax or plt.subplots(figsize=(7, 4.2))[1]
-    learners = list(dict.fromkeys(r["learner"] for r in table.rows))
-    for name in learners:
-        rows = [r for r in table.rows if r["learner"] == name]
-        ks = [r["K"] for r in rows]
-        values = np.array([r[metric] for r in rows])
-        style = "--" if name.startswith(("oracle", "pooled (no")) else "-"
-        line, = ax.plot(ks, values[:, 0], style, marker="o", ms=3, label=name)
-        ax.fill_between(ks, values[:, 1], values[:, 2], color=line.get_color(), alpha=0.15)
-    ax.set(xscale="log", xlabel="K (support galaxies)", ylabel=metric.replace("_", " "),
-           xticks=sorted({r["K"] for r in table.rows}), xticklabels=sorted({r["K"] for r in table.rows}))
-    ax.legend(fontsize=7)
-    return ax
+def _write_csv(path, rows):
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.5f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return path
 
 
-def plot_error_vs_steps(table, k, ax=None):
-    import matplotlib.pyplot as plt
-
-    ax = ax or plt.subplots(figsize=(6, 4))[1]
-    for (name, kk), result in table.results.items():
-        if kk == k and result.steps_rmse is not None:
-            ax.plot(np.arange(len(result.steps_rmse)), result.steps_rmse, marker="o", ms=3, label=name)
-    ax.set(xlabel="adaptation steps", ylabel="RMSE of g − r (mag)", title=f"meta-test, K = {k}")
-    ax.legend(fontsize=7)
-    return ax
+def _cell(value, spec=".3f"):
+    return "—" if value is None else format(value, spec)
 
 
-# ---------------------------------------------------------------------------
-# The whole protocol in one call (notebook 05 and benchmarks/redness_evaluation.py)
-# ---------------------------------------------------------------------------
-META_LEARNERS = {"MAML": "maml", "FOMAML": "fomaml", "Meta-SGD": "metasgd", "ANIL": "anil"}
+def summary_markdown(rows, metrics=("rmse", "sigma_nmad", "worst_draw_rmse", "tail_fraction", "balanced_accuracy")):
+    """The summary table in Markdown: estimate [95% slice-bootstrap interval]."""
+    header = "| K | learner | " + " | ".join(metrics) + " | chosen on meta-validation |"
+    lines = [header, "|" + "---|" * (len(metrics) + 3)]
+    for row in rows:
+        lines.append(f"| {row['K']} | {row['learner']} | " + " | ".join(_cell(row[m]) for m in metrics)
+                     + f" | {row['chosen']} |")
+    return "\n".join(lines)
 
 
-def train_learners(data, meta_iterations, pooled_epochs, device=None, seed=0, n_support=10, n_query=30,
-                   include_numpy=True, progress=False):
-    """Meta-train MAML, FOMAML, Meta-SGD and ANIL (and the NumPy MAML as a check), the pooled network and the oracle.
-
-    Meta-learners train on K = ``n_support`` tasks of meta-train with early stopping on meta-validation.
-    """
-    import torch
-
-    from galmeta import maml_torch as mt
-
-    train_sampler = data.sampler("train", n_support, n_query)
-    val_batch = [a.astype(np.float32) for a in data.sampler("val", n_support, n_query).sample(np.random.default_rng(seed + 1), n_tasks=100)]
-    sample32 = lambda rng, n: [a.astype(np.float32) for a in train_sampler.sample(rng, n)]
-    d_in = data.X.shape[1]
-    learners = {}
-    for name, algorithm in META_LEARNERS.items():
-        torch.manual_seed(seed)
-        init = mn.init_mlp((d_in, 40, 40, 1), np.random.default_rng(seed), dtype=np.float32)
-        learner = mt.MetaLearner(mt.MLP.from_numpy(init), algorithm=algorithm, inner_lr=0.01, inner_steps=1,
-                                 meta_batch=25, seed=seed, device=device)
-        learner.fit(sample32, meta_iterations, val_tasks=val_batch, eval_every=50, patience=20, progress=progress,
-                    rng=np.random.default_rng(seed))
-        learners[name] = learner
-    if include_numpy:
-        learners["MAML (NumPy check)"] = _NumpyMAML(data, meta_iterations, seed, n_support, n_query, progress)
-    train = data.train_indices()
-    val = np.unique(np.concatenate([t.indices for t in data.tasks["val"]]))
-    pooled = PooledMLP(n_epochs=pooled_epochs, seed=seed).fit(data.X[train], data.y[train], data.X[val], data.y[val])
-    Xz = np.concatenate([data.X, redshift_feature(data)], axis=1)
-    oracle = PooledMLP(n_epochs=pooled_epochs, seed=seed).fit(Xz[train], data.y[train], Xz[val], data.y[val])
-    return learners, pooled, oracle
-
-
-class _NumpyMAML:
-    """The NumPy MAML of notebook 03, trained like the others, behind the same adaptation interface."""
-
-    def __init__(self, data, iterations, seed, n_support, n_query, progress):
-        rng = np.random.default_rng(seed)
-        sampler = data.sampler("train", n_support, n_query)
-        init = mn.init_mlp((data.X.shape[1], 40, 40, 1), np.random.default_rng(seed))
-        self.params = mn.meta_train(init, lambda r: sampler.sample(r, 25), iterations, rng, inner_lr=0.01,
-                                    progress=progress).params
-
-    def adaptation_predictions(self, xs, ys, xq, max_steps):
-        return mn.adaptation_predictions(self.params, xs, ys, xq, 0.01, max_steps)
-
-
-def plot_predicted_vs_true(table, data, learner, k, n_tasks=4, axes=None):
-    """Predicted against true g - r on a few meta-test tasks."""
-    import matplotlib.pyplot as plt
-
-    result, draws = table.results[(learner, k)], table.details["test_draws"][k]
-    axes = axes if axes is not None else plt.subplots(1, n_tasks, figsize=(3.2 * n_tasks, 3.2), sharey=True)[1]
-    for ax, row in zip(np.atleast_1d(axes), range(n_tasks)):
-        true = data.g_r[draws.query[row]]
-        predicted = true + result.residuals[row]
-        ax.scatter(true, predicted, s=10)
-        lims = [min(true.min(), predicted.min()) - 0.05, max(true.max(), predicted.max()) + 0.05]
-        ax.plot(lims, lims, color="k", lw=0.8)
-        task = data.tasks["test"][draws.task_ids[row]]
-        ax.set(title=f"{task.name}", xlabel="true g − r")
-    np.atleast_1d(axes)[0].set_ylabel(f"{learner}, K={k}: predicted g − r")
-    return axes
-
-
-def plot_residuals(table, data, learners, k, axes=None):
-    """Residuals against redshift, r magnitude and true colour, binned medians with 16-84% bands."""
-    import matplotlib.pyplot as plt
-
-    draws = table.details["test_draws"][k]
-    query = draws.query.reshape(-1)
-    r_mag = np.asarray(data.clean["dered_r"], float)
-    against = {"redshift z": data.redshift[query], "r (mag)": r_mag[query], "true g − r": data.g_r[query]}
-    axes = axes if axes is not None else plt.subplots(1, 3, figsize=(14, 3.6), sharey=True)[1]
-    for ax, (label, x) in zip(axes, against.items()):
-        edges = np.quantile(x, np.linspace(0, 1, 9))
-        centres = 0.5 * (edges[1:] + edges[:-1])
-        for name in learners:
-            residual = table.results[(name, k)].residuals.reshape(-1)
-            which = np.clip(np.digitize(x, edges[1:-1]), 0, len(centres) - 1)
-            med = np.array([np.median(residual[which == b]) for b in range(len(centres))])
-            lo = np.array([np.quantile(residual[which == b], 0.16) for b in range(len(centres))])
-            hi = np.array([np.quantile(residual[which == b], 0.84) for b in range(len(centres))])
-            line, = ax.plot(centres, med, marker="o", ms=3, label=name)
-            ax.fill_between(centres, lo, hi, color=line.get_color(), alpha=0.12)
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set(xlabel=label)
-    axes[0].set_ylabel(f"residual of g − r (mag), K={k}")
-    axes[0].legend(fontsize=7)
-    return axes
-
-
-def plot_colour_magnitude(table, data, learner, k, task_row=0, ax=None):
-    """Colour-magnitude diagram of one meta-test task coloured by predicted label; mistakes circled."""
-    import matplotlib.pyplot as plt
-
-    ax = ax or plt.subplots(figsize=(5.5, 4.2))[1]
-    result, draws = table.results[(learner, k)], table.details["test_draws"][k]
-    galaxies = draws.query[task_row]
-    predicted_red = result.scores[task_row] >= result.threshold
-    truth = data.is_red[galaxies]
-    r_mag = np.asarray(data.clean["dered_r"], float)[galaxies]
-    ax.scatter(r_mag[predicted_red], data.g_r[galaxies][predicted_red], color="tab:red", s=18, label="predicted red")
-    ax.scatter(r_mag[~predicted_red], data.g_r[galaxies][~predicted_red], color="tab:blue", s=18, label="predicted blue")
-    wrong = predicted_red != truth
-    ax.scatter(r_mag[wrong], data.g_r[galaxies][wrong], facecolors="none", edgecolors="k", s=70, label="misclassified")
-    support = draws.support[task_row]
-    ax.scatter(np.asarray(data.clean["dered_r"], float)[support], data.g_r[support], marker="*", color="gold",
-               edgecolors="k", s=120, label=f"support (K={k})")
-    task = data.tasks["test"][draws.task_ids[task_row]]
-    ax.set(xlabel="r (mag)", ylabel="true g − r", title=f"{learner}, task {task.name}")
-    ax.legend(fontsize=7)
-    return ax
-
-
-def save_figures(table, data, folder, k=10, learners=("MAML", "pooled + fine-tuning", "per-task ridge / logistic")):
-    """Write the evaluation's figures as PNG files into ``folder``; returns their paths."""
-    import matplotlib.pyplot as plt
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    figures = {
-        "error_vs_k.png": lambda: plot_error_vs_k(table),
-        "error_vs_steps.png": lambda: plot_error_vs_steps(table, k),
-        "predicted_vs_true.png": lambda: plot_predicted_vs_true(table, data, learners[0], k),
-        "residuals.png": lambda: plot_residuals(table, data, learners, k),
-        "colour_magnitude.png": lambda: plot_colour_magnitude(table, data, learners[0], k),
-    }
-    for name, draw in figures.items():
-        draw()
-        figure = plt.gcf()
-        figure.tight_layout()
-        figure.savefig(folder / name, dpi=110)
-        plt.close(figure)
-        paths.append(folder / name)
-    return paths
+def paired_markdown(rows, results=None):
+    """The headline table: paired differences to the best non-meta baseline, with slices and seeds."""
+    lines = []
+    if results is not None:
+        lines.append(f"Paired differences (learner minus the best non-meta baseline chosen on meta-validation), "
+                     f"{len(results.slices)} meta-test slices x {results.config.n_draws} draws, "
+                     f"{len(results.config.seeds)} training seed(s); 95% interval from resampling slices, then draws; "
+                     f"seed sd = standard deviation of the difference over training seeds.\n")
+    lines += ["| K | learner | reference | ΔRMSE (mag) | seed sd | Δσ_NMAD (mag) | Δ balanced accuracy |",
+              "|---|---|---|---|---|---|---|"]
+    signed = lambda iv: f"{iv.estimate:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"
+    for row in rows:
+        lines.append(f"| {row['K']} | {row['learner']} | {row['reference']} | {signed(row['rmse'])} | "
+                     f"{row['rmse'].seed_sd:.3f} | {signed(row['sigma_nmad'])} | {signed(row['balanced_accuracy'])} |")
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Cleaning, redness targets, features and few-shot galaxy tasks.
+"""Cleaning, the redness target, features, leak measurement and few-shot galaxy tasks.
 
 Introduced in ``notebooks/02_clean_and_tasks.py``.
 
@@ -7,20 +7,20 @@ The pipeline is
 1. :func:`clean_galaxies` removes duplicate objects, turns sentinels and empty
    values into NaN, drops non-physical redshifts and outlier photometry, and
    reports every count.
-2. :func:`redness_targets` gives the observed-frame ``g - r`` colour (regression
-   target, with its measurement error) and a red-sequence label from Strateva
-   et al. (2001), ``u - r >= 2.22``.
-3. :func:`galaxy_features` builds the inputs from the **u, i, z** bands, the
-   errors and the spectral subclass. ``g`` and ``r`` never enter (they are the
-   target), and ``photoZ`` (computed from all five magnitudes) only on request
-   to show what such a leak does.
+2. :func:`redness_targets` gives the observed-frame ``u - r`` colour (regression
+   target, with its measurement error) and the red-sequence label of Strateva
+   et al. (2001), ``u - r >= 2.22``: the target thresholded.
+3. :func:`galaxy_features` builds the inputs from the **g, r, i, z** bands and
+   their errors: the u band (the target's) never enters, and no spectroscopic
+   column does. :func:`measure_leaks` checks by measurement that no single
+   feature predicts the label as well as the target itself.
 4. :func:`redshift_splits` and :func:`build_tasks` cut the catalogue into narrow
    redshift windows (``cosmic slices``) whose redshift is hidden from the
-   features, and put disjoint redshift ranges into meta-train, meta-validation
-   and meta-test.
-5. :class:`FeaturePreprocessor` imputes (with missingness indicators) and
-   scales, fitted on meta-train galaxies only; :class:`TaskSampler` draws K-shot
-   support and query sets with a seeded :class:`numpy.random.Generator`.
+   features; blocks of redshift rotate through meta-train, meta-validation and
+   meta-test over ``n_folds`` folds, so every block is meta-test once.
+5. :class:`FeaturePreprocessor` imputes (with missingness indicators), scales
+   and clips, fitted on meta-train galaxies only; :class:`TaskSampler` draws
+   K-shot support and query sets with a seeded :class:`numpy.random.Generator`.
 """
 from __future__ import annotations
 
@@ -34,9 +34,13 @@ __all__ = [
     "CleaningReport",
     "clean_galaxies",
     "redness_targets",
-    "SUBCLASS_FLAGS",
+    "TARGET_NAME",
+    "FEATURE_BANDS",
     "galaxy_features",
-    "assert_no_target_leak",
+    "TargetLeakError",
+    "LeakReport",
+    "measure_leaks",
+    "best_threshold_accuracy",
     "Task",
     "redshift_splits",
     "build_tasks",
@@ -44,6 +48,8 @@ __all__ = [
     "TaskSampler",
     "TooFewGalaxiesError",
     "GalaxyTaskData",
+    "GalaxyCatalogue",
+    "build_catalogue",
     "prepare_galaxy_tasks",
 ]
 
@@ -63,9 +69,6 @@ COLOUR_RANGES = {
     ("r", "i"): (-0.5, 1.5),
     ("i", "z"): (-1.0, 1.2),
 }
-
-#: Emission-line subclasses of SDSS spectra turned into indicator features.
-SUBCLASS_FLAGS = ("STARFORMING", "STARBURST", "AGN", "BROADLINE")
 
 
 class TooFewGalaxiesError(ValueError):
@@ -206,32 +209,45 @@ def clean_galaxies(table):
 # ---------------------------------------------------------------------------
 # Targets and features
 # ---------------------------------------------------------------------------
+#: Target and label: the u - r colour (the red-sequence / blue-cloud separator of
+#: Strateva et al. 2001) needs the shallow, often missing u band.
+TARGET_NAME = "u - r"
+
+#: The photometric bands the features may use (the target's u band never enters).
+FEATURE_BANDS = ("g", "r", "i", "z")
+
+
 def redness_targets(clean):
-    """Observed-frame ``g - r`` (with its error) and the red-sequence label.
+    """Observed-frame ``u - r`` (with its error) and the red-sequence label.
+
+    The use case: SDSS measures u with the lowest signal; deeper or newer
+    surveys often lack it. Given g, r, i, z photometry of every galaxy and
+    full ugriz photometry of K galaxies in a new redshift slice, estimate
+    each galaxy's ``u - r`` and whether it lies on the red sequence.
 
     Returns
     -------
-    g_r : ndarray
-        ``dered_g - dered_r`` in mag.
-    g_r_err : ndarray
-        ``sqrt(err_g**2 + err_r**2)``: use as noise weights ``1 / g_r_err**2``.
+    u_r : ndarray
+        ``dered_u - dered_r`` in mag.
+    u_r_err : ndarray
+        ``sqrt(err_u**2 + err_r**2)``.
     is_red : ndarray of bool
-        ``u - r >= 2.22`` (Strateva et al. 2001).
+        ``u - r >= 2.22`` (Strateva et al. 2001): a threshold on the target
+        itself, never on an input.
     """
-    g_r = np.asarray(clean["dered_g"], float) - np.asarray(clean["dered_r"], float)
-    g_r_err = np.hypot(np.asarray(clean["err_g"], float), np.asarray(clean["err_r"], float))
-    is_red = (np.asarray(clean["dered_u"], float) - np.asarray(clean["dered_r"], float)) >= STRATEVA_UR_CUT
-    return g_r, g_r_err, is_red
+    u_r = np.asarray(clean["dered_u"], float) - np.asarray(clean["dered_r"], float)
+    u_r_err = np.hypot(np.asarray(clean["err_u"], float), np.asarray(clean["err_r"], float))
+    return u_r, u_r_err, u_r >= STRATEVA_UR_CUT
 
 
 def galaxy_features(clean, include_photoz: bool = False):
-    """Input features that do not leak the redness target.
+    """Input features from the g, r, i and z bands only.
 
-    From the u, i and z bands only: ``dered_i`` (brightness), ``u - i``,
-    ``i - z``, the three errors, and indicator flags of the spectral
-    ``subClass`` (plus ``subclass_missing``, which is itself informative: it
-    marks spectra without strong emission lines). Missing values stay NaN; the
-    :class:`FeaturePreprocessor` imputes them.
+    ``dered_r`` (brightness), the colours ``g - r``, ``r - i``, ``i - z`` and
+    the base-10 logarithm of the four photometric errors (errors span a decade;
+    on a log scale no galaxy sits twenty standard deviations out). No
+    spectroscopic column enters: ``subClass`` comes from the spectrum, and
+    ``z`` is the hidden variable that makes tasks differ.
 
     Parameters
     ----------
@@ -239,62 +255,134 @@ def galaxy_features(clean, include_photoz: bool = False):
         Output of :func:`clean_galaxies`.
     include_photoz : bool, default False
         Add ``photoZ`` and ``photoErr``. **Leaks**: the photometric redshift is
-        computed from all five magnitudes (g and r included) and estimates the
-        hidden task variable. Only for the demonstration in notebook 02.
+        computed from all five magnitudes, u included, and estimates the hidden
+        redshift. Only for the demonstration in notebook 02.
 
     Returns
     -------
     X : ndarray, shape (n_galaxies, n_features)
     names : list of str
     """
-    u, i, zb = (np.asarray(clean[f"dered_{b}"], float) for b in "uiz")
-    columns = {
-        "dered_i": i,
-        "u_minus_i": u - i,
-        "i_minus_z": i - zb,
-        "err_u": np.asarray(clean["err_u"], float),
-        "err_i": np.asarray(clean["err_i"], float),
-        "err_z": np.asarray(clean["err_z"], float),
-    }
-    subclass = np.asarray(clean["subClass"]).astype(str)
-    columns["subclass_missing"] = (subclass == "").astype(float)
-    for flag in SUBCLASS_FLAGS:
-        columns[f"subclass_{flag.lower()}"] = np.char.find(np.char.upper(subclass), flag) >= 0
+    g, r, i, zb = (np.asarray(clean[f"dered_{b}"], float) for b in FEATURE_BANDS)
+    columns = {"dered_r": r, "g_minus_r": g - r, "r_minus_i": r - i, "i_minus_z": i - zb}
+    for band in FEATURE_BANDS:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            columns[f"log_err_{band}"] = np.log10(np.asarray(clean[f"err_{band}"], float))
     if include_photoz:
         columns["photoZ"] = np.asarray(clean["photoZ"], float)
         columns["photoErr"] = np.asarray(clean["photoErr"], float)
     names = list(columns)
     X = np.column_stack([np.asarray(columns[n], float) for n in names])
-    assert_no_target_leak(names, allow_photoz=include_photoz)
     return X, names
 
 
-_LEAKY = ("dered_g", "dered_r", "g_minus_r", "u_minus_r", "g_r", "is_red", "red")
+class TargetLeakError(ValueError):
+    """A single input feature predicts the label at least as well as the measured target does."""
 
 
-def assert_no_target_leak(feature_names, allow_photoz: bool = False):
-    """Raise if a feature is (or is computed from) the g - r target or the u - r label.
+def best_threshold_accuracy(values, labels):
+    """Best balanced accuracy of a one-feature threshold rule (either direction), and its threshold.
+
+    Missing values (NaN) are ignored.
+
+    Returns
+    -------
+    balanced_accuracy : float
+    threshold : float
+    direction : int
+        +1: ``values >= threshold`` predicts the positive class; -1: ``values < threshold`` does.
+    """
+    values, labels = np.asarray(values, float), np.asarray(labels, bool)
+    keep = np.isfinite(values)
+    values, labels = values[keep], labels[keep]
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("labels must contain both classes to measure a threshold rule")
+    order = np.argsort(values, kind="stable")
+    sorted_values, sorted_labels = values[order], labels[order]
+    # cut k: the k smallest values are predicted negative; only cuts between distinct values count
+    below_pos = np.concatenate([[0], np.cumsum(sorted_labels)])
+    below_neg = np.concatenate([[0], np.cumsum(~sorted_labels)])
+    upward = 0.5 * ((n_pos - below_pos) / n_pos + below_neg / n_neg)
+    valid = np.ones(values.size + 1, bool)
+    valid[1:-1] = sorted_values[1:] > sorted_values[:-1]
+    scores = np.where(valid, np.maximum(upward, 1.0 - upward), -np.inf)
+    k = int(np.argmax(scores))
+    edges = np.concatenate([[-np.inf], sorted_values])
+    threshold = float(sorted_values[k] if k < values.size else np.inf)
+    if 0 < k < values.size:
+        threshold = 0.5 * (edges[k] + sorted_values[k])
+    return float(scores[k]), threshold, (1 if upward[k] >= 0.5 else -1)
+
+
+@dataclass
+class LeakReport:
+    """What :func:`measure_leaks` found: each feature's balanced accuracy against the label's ceiling."""
+
+    feature_scores: dict
+    ceiling: float
+    noiseless_ceiling: float = 1.0
+
+    @property
+    def worst(self):
+        name = max(self.feature_scores, key=self.feature_scores.get)
+        return name, self.feature_scores[name]
+
+    @property
+    def leaking(self) -> list:
+        return [n for n, v in self.feature_scores.items() if v >= self.ceiling]
+
+    def as_text(self) -> str:
+        lines = [f"{'feature':<14s} balanced accuracy of its best threshold"]
+        for name, value in sorted(self.feature_scores.items(), key=lambda kv: -kv[1]):
+            lines.append(f"{name:<14s} {value:.3f}" + ("   <- LEAK" if value >= self.ceiling else ""))
+        lines.append(f"{'ceiling':<14s} {self.ceiling:.3f}  (thresholding the target re-measured with its own errors)")
+        return "\n".join(lines)
+
+    def check(self):
+        """Raise :class:`TargetLeakError` if any feature reaches the ceiling."""
+        if self.leaking:
+            name, value = self.worst
+            raise TargetLeakError(
+                f"feature {name!r} alone predicts the red/blue label with balanced accuracy {value:.3f}, at least "
+                f"as well as the measured target does ({self.ceiling:.3f}): it carries the label's information "
+                f"(leaking: {self.leaking}). Drop it from the features."
+            )
+        return self
+
+
+def measure_leaks(X, names, target, target_err, labels, seed=0):
+    """Measure, feature by feature, how well one input alone predicts the label.
+
+    The ceiling is what a perfect estimate of the true target reaches on the
+    label as measured: the target re-drawn with its own measurement errors,
+    thresholded at the best cut. An input that separates the label as well as
+    that ceiling carries the label's own information (as ``u - i`` would for a
+    ``u - r`` label): that is a leak, whatever its name.
 
     Parameters
     ----------
-    feature_names : list of str
-    allow_photoz : bool, default False
-        ``photoZ`` is built from g and r: allowed only to demonstrate the leak.
+    X : ndarray, shape (n, d)
+        Raw (unscaled) features; measure them on meta-train galaxies.
+    names : list of str
+    target, target_err : ndarray, shape (n,)
+    labels : ndarray of bool, shape (n,)
+    seed : int
+        Seed of the re-measurement.
+
+    Returns
+    -------
+    LeakReport
+        Call ``.check()`` to raise on a leak.
     """
-    names = [str(n) for n in feature_names]
-    lowered = [n.lower() for n in names]
-    bad = [n for n, low in zip(names, lowered) if low in _LEAKY or "g_minus" in low or "minus_r" in low]
-    if "dered_g" in lowered and "dered_r" in lowered:
-        bad.append("dered_g and dered_r together")
-    if not allow_photoz:
-        bad += [n for n, low in zip(names, lowered) if low.startswith("photoz") or low == "photoerr"]
-    if any(low in ("z", "redshift") for low in lowered):
-        bad += [n for n, low in zip(names, lowered) if low in ("z", "redshift")]
-    if bad:
-        raise ValueError(
-            f"features {bad} leak the redness target or the hidden redshift; drop them "
-            "(g and r are the target's bands; photoZ is computed from them)"
-        )
+    X = np.asarray(X, float)
+    if X.ndim != 2 or X.shape[1] != len(names):
+        raise ValueError(f"X must be (n, len(names)); got {X.shape} and {len(names)} names")
+    scores = {name: best_threshold_accuracy(X[:, j], labels)[0] for j, name in enumerate(names)}
+    rng = np.random.default_rng(seed)
+    remeasured = np.asarray(target, float) + rng.normal(size=len(target)) * np.asarray(target_err, float)
+    ceiling = best_threshold_accuracy(remeasured, labels)[0]
+    return LeakReport(scores, ceiling)
 
 
 # ---------------------------------------------------------------------------
@@ -315,26 +403,38 @@ class Task:
         return int(self.indices.size)
 
 
-def redshift_splits(z_min=0.01, z_max=0.21, block=0.02,
-                    pattern=("train", "train", "test", "train", "val")):
-    """Cut ``[z_min, z_max)`` into blocks and deal them to the splits in a repeating pattern.
+def redshift_splits(fold=0, n_folds=5, z_min=0.01, z_max=0.21, block=0.02):
+    """Cut ``[z_min, z_max)`` into blocks and deal them to meta-train, meta-validation and meta-test.
 
-    Interleaving keeps every split spread over the redshift range; the ranges of
-    different splits never overlap.
+    Block ``k`` is meta-test in fold ``(k - 2) mod n_folds`` and meta-validation
+    in fold ``(k - 4) mod n_folds``; the rest is meta-train. Rotating ``fold``
+    over ``0 .. n_folds - 1`` makes every block meta-test exactly once (k-fold
+    over blocks), and every split stays spread over the redshift range; the
+    ranges of different splits never overlap. Fold 0 deals the blocks
+    train, train, test, train, val, ...
 
     Returns
     -------
     list of (z_lo, z_hi, split)
     """
-    if not z_min < z_max or block <= 0:
-        raise ValueError(f"need z_min < z_max and block > 0, got {z_min}, {z_max}, {block}")
-    unknown = set(pattern) - {"train", "val", "test"}
-    if unknown:
-        raise ValueError(f"pattern may only name 'train', 'val' and 'test', not {sorted(unknown)}")
+    if not (np.isfinite(z_min) and np.isfinite(z_max) and z_min < z_max):
+        raise ValueError(f"need finite z_min < z_max, got z_min={z_min!r}, z_max={z_max!r}")
+    if not (np.isfinite(block) and block > 0):
+        raise ValueError(f"block must be a positive redshift width, got {block!r}")
+    if int(n_folds) < 3:
+        raise ValueError(f"n_folds must be >= 3 (one test, one validation and one training block each), got {n_folds!r}")
+    if not 0 <= int(fold) < int(n_folds):
+        raise ValueError(f"fold must be in 0..{int(n_folds) - 1}, got {fold!r}")
     n_blocks = int(round((z_max - z_min) / block))
+    if n_blocks < n_folds:
+        raise ValueError(f"{n_blocks} blocks of {block} between {z_min} and {z_max} cannot fill {n_folds} folds")
     edges = z_min + block * np.arange(n_blocks + 1)
-    return [(round(float(lo), 6), round(float(hi), 6), pattern[k % len(pattern)])
-            for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+    splits = []
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        role = (k - int(fold)) % int(n_folds)
+        split = "test" if role == 2 % int(n_folds) else ("val" if role == 4 % int(n_folds) else "train")
+        splits.append((round(float(lo), 6), round(float(hi), 6), split))
+    return splits
 
 
 def build_tasks(redshift, splits, window=0.005, train_stride=0.0025, min_size=40):
@@ -365,6 +465,14 @@ def build_tasks(redshift, splits, window=0.005, train_stride=0.0025, min_size=40
         Number of windows dropped per split for having fewer than ``min_size`` galaxies.
     """
     redshift = np.asarray(redshift, float)
+    for name, value in (("window", window), ("train_stride", train_stride)):
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive redshift width, got {value!r}")
+    for lo, hi, split in splits:
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"split block ({lo!r}, {hi!r}, {split!r}) must have finite edges with lo < hi")
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split block names {split!r}; use 'train', 'val' or 'test'")
     tasks = {"train": [], "val": [], "test": []}
     dropped = {"train": 0, "val": 0, "test": 0}
     for lo, hi, split in splits:
@@ -382,18 +490,28 @@ def build_tasks(redshift, splits, window=0.005, train_stride=0.0025, min_size=40
 
 
 class FeaturePreprocessor:
-    """Median imputation with missingness indicators, then standard scaling.
+    """Median imputation with missingness indicators, standard scaling, then clipping.
 
     A thin wrapper over scikit-learn's ``SimpleImputer(add_indicator=True)`` and
     ``StandardScaler`` that keeps feature names. Fit it on meta-train galaxies
-    only.
+    only. Scaled values are clipped to ``[-clip, clip]``: a handful of galaxies
+    with unusual photometry would otherwise sit ten or more standard deviations
+    out, where a network fitted to K galaxies extrapolates wildly.
+
+    Parameters
+    ----------
+    clip : float or None, default 5.0
+        Bound on the scaled features (None: no clipping).
     """
 
-    def __init__(self):
+    def __init__(self, clip: float | None = 5.0):
         from sklearn.impute import SimpleImputer
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
+        if clip is not None and not (np.isfinite(clip) and clip > 0):
+            raise ValueError(f"clip must be a positive number or None, got {clip!r}")
+        self.clip = clip
         self.pipeline = make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
                                       StandardScaler())
         self.feature_names_out_: list[str] | None = None
@@ -402,7 +520,9 @@ class FeaturePreprocessor:
         X = np.asarray(X, float)
         if X.ndim != 2 or X.shape[1] != len(names):
             raise ValueError(f"X must be 2-D with one column per name; got shape {X.shape} and {len(names)} names")
-        self.pipeline.fit(X)
+        if X.shape[0] == 0:
+            raise ValueError("X has no rows: there are no meta-train galaxies to fit the preprocessing on")
+        self.pipeline.fit(np.where(np.isinf(X), np.nan, X))
         imputer = self.pipeline[0]
         missing = [names[j] + "_missing" for j in imputer.indicator_.features_] if imputer.indicator_ is not None else []
         self.feature_names_out_ = list(names) + missing
@@ -411,7 +531,9 @@ class FeaturePreprocessor:
     def transform(self, X):
         if self.feature_names_out_ is None:
             raise RuntimeError("call fit() on meta-train galaxies before transform()")
-        return self.pipeline.transform(np.asarray(X, float))
+        X = np.asarray(X, float)
+        scaled = self.pipeline.transform(np.where(np.isinf(X), np.nan, X))
+        return scaled if self.clip is None else np.clip(scaled, -self.clip, self.clip)
 
 
 class TaskSampler:
@@ -479,50 +601,118 @@ class TaskSampler:
 
 
 @dataclass
-class GalaxyTaskData:
-    """Everything later notebooks need from notebook 02, built by :func:`prepare_galaxy_tasks`."""
+class GalaxyCatalogue:
+    """The cleaned catalogue with raw features, target and label: built once, cut into folds.
+
+    Made by :func:`build_catalogue`; :meth:`fold` gives the tasks of one fold.
+    """
 
     clean: object
     report: CleaningReport
-    X: np.ndarray
+    X_raw: np.ndarray
     feature_names: list
-    g_r: np.ndarray
-    g_r_err: np.ndarray
+    target: np.ndarray
+    target_err: np.ndarray
     is_red: np.ndarray
     redshift: np.ndarray
+
+    def fold(self, fold=0, n_folds=5, window=0.005, min_size=40, splits=None, clip=5.0, check_leaks=True):
+        """Tasks, splits and preprocessing of one fold (see :func:`prepare_galaxy_tasks`)."""
+        splits = splits or redshift_splits(fold, n_folds)
+        tasks, dropped = build_tasks(self.redshift, splits, window=window, min_size=min_size)
+        for split in ("train", "val", "test"):
+            if not tasks[split]:
+                raise TooFewGalaxiesError(
+                    f"no meta-{split} task of fold {fold} has {min_size} galaxies (windows of {window} in redshift); "
+                    "lower min_size, widen the window, or check that the table covers redshifts 0.01-0.21"
+                )
+        train = np.unique(np.concatenate([t.indices for t in tasks["train"]]))
+        leaks = measure_leaks(self.X_raw[train], self.feature_names, self.target[train], self.target_err[train],
+                              self.is_red[train])
+        if check_leaks:
+            leaks.check()
+        preprocessor = FeaturePreprocessor(clip=clip).fit(self.X_raw[train], self.feature_names)
+        return GalaxyTaskData(catalogue=self, fold=int(fold), n_folds=int(n_folds), splits=splits,
+                              X=preprocessor.transform(self.X_raw), feature_names=preprocessor.feature_names_out_,
+                              tasks=tasks, dropped=dropped, preprocessor=preprocessor,
+                              target_mean=float(self.target[train].mean()), leaks=leaks)
+
+
+def build_catalogue(table, include_photoz=False):
+    """Clean a galaxy table and compute raw features, target and label (notebook 02 in one call)."""
+    clean, report = clean_galaxies(table)
+    if len(clean) == 0:
+        raise TooFewGalaxiesError(
+            "cleaning left no galaxy: every row failed a step (see the cleaning report below). A column may be "
+            f"empty or all sentinel values; check the table's source.\n{report}"
+        )
+    X_raw, names = galaxy_features(clean, include_photoz=include_photoz)
+    target, target_err, is_red = redness_targets(clean)
+    return GalaxyCatalogue(clean=clean, report=report, X_raw=X_raw, feature_names=names, target=target,
+                           target_err=target_err, is_red=is_red, redshift=np.asarray(clean["z"], float))
+
+
+@dataclass
+class GalaxyTaskData:
+    """One fold of the galaxy tasks: what notebooks 03-05 need, built by :func:`prepare_galaxy_tasks`."""
+
+    catalogue: GalaxyCatalogue
+    fold: int
+    n_folds: int
+    splits: list
+    X: np.ndarray
+    feature_names: list
     tasks: dict
     dropped: dict
     preprocessor: FeaturePreprocessor
     target_mean: float
+    leaks: LeakReport
+
+    # the catalogue's per-galaxy arrays, for convenience
+    clean = property(lambda self: self.catalogue.clean)
+    report = property(lambda self: self.catalogue.report)
+    target = property(lambda self: self.catalogue.target)
+    target_err = property(lambda self: self.catalogue.target_err)
+    is_red = property(lambda self: self.catalogue.is_red)
+    redshift = property(lambda self: self.catalogue.redshift)
 
     @property
     def y(self):
-        """Centred g - r target (``g_r - target_mean``, mean of meta-train galaxies)."""
-        return (self.g_r - self.target_mean)[:, None]
+        """Centred u - r target (``target - target_mean``, mean of meta-train galaxies), shape (n, 1)."""
+        return (self.target - self.target_mean)[:, None]
 
     def sampler(self, split, n_support, n_query):
         return TaskSampler(self.X, self.y, self.tasks[split], n_support, n_query)
 
+    def indices(self, split):
+        """Every galaxy of a split's tasks (sorted, unique)."""
+        return np.unique(np.concatenate([t.indices for t in self.tasks[split]]))
+
     def train_indices(self):
-        return np.unique(np.concatenate([t.indices for t in self.tasks["train"]]))
+        return self.indices("train")
 
 
-def prepare_galaxy_tasks(table, window=0.005, min_size=40, splits=None, include_photoz=False):
+def prepare_galaxy_tasks(table, fold=0, n_folds=5, window=0.005, min_size=40, splits=None, include_photoz=False,
+                         clip=5.0, check_leaks=True):
     """Clean, build features and targets, cut tasks and fit the preprocessor on meta-train.
 
-    The whole of notebook 02 in one call, for notebooks 03-05.
+    Parameters
+    ----------
+    table : astropy.table.Table or GalaxyCatalogue
+        The galaxy table (cleaned here) or a catalogue from :func:`build_catalogue`.
+    fold, n_folds : int
+        Which rotation of the redshift blocks (:func:`redshift_splits`).
+    window, min_size : float, int
+        Task width in redshift and smallest task kept (:func:`build_tasks`).
+    include_photoz : bool
+        Add the leaking photo-z (only for notebook 02's demonstration; implies no leak check).
+    check_leaks : bool, default True
+        Raise :class:`TargetLeakError` when a feature alone predicts the label as well as the target does.
+
+    Returns
+    -------
+    GalaxyTaskData
     """
-    clean, report = clean_galaxies(table)
-    raw_X, names = galaxy_features(clean, include_photoz=include_photoz)
-    g_r, g_r_err, is_red = redness_targets(clean)
-    redshift = np.asarray(clean["z"], float)
-    splits = splits or redshift_splits()
-    tasks, dropped = build_tasks(redshift, splits, window=window, min_size=min_size)
-    if not tasks["train"]:
-        raise TooFewGalaxiesError("no meta-train task has enough galaxies; widen the window or lower min_size")
-    train = np.unique(np.concatenate([t.indices for t in tasks["train"]]))
-    preprocessor = FeaturePreprocessor().fit(raw_X[train], names)
-    X = preprocessor.transform(raw_X)
-    return GalaxyTaskData(clean=clean, report=report, X=X, feature_names=preprocessor.feature_names_out_,
-                          g_r=g_r, g_r_err=g_r_err, is_red=is_red, redshift=redshift, tasks=tasks,
-                          dropped=dropped, preprocessor=preprocessor, target_mean=float(g_r[train].mean()))
+    catalogue = table if isinstance(table, GalaxyCatalogue) else build_catalogue(table, include_photoz=include_photoz)
+    return catalogue.fold(fold, n_folds, window=window, min_size=min_size, splits=splits, clip=clip,
+                          check_leaks=check_leaks and not include_photoz)

@@ -1,62 +1,106 @@
-"""Evaluation metrics, bootstrap intervals and the protocol on a small synthetic catalogue."""
+"""Metrics, the slice bootstrap, paired differences, baselines and the protocol on a small synthetic catalogue."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
+from galmeta import baselines as gb
 from galmeta import evaluate as ev
-from galmeta.tasks import prepare_galaxy_tasks
+from galmeta import metrics as gm
+from galmeta.tasks import build_catalogue, prepare_galaxy_tasks
 from test_tasks import synthetic_table
 
 
 def test_metrics_against_references():
     rng = np.random.default_rng(0)
     residuals = rng.standard_t(3, size=400) * 0.05
-    stats = ev.regression_metrics(residuals)
-    assert np.isclose(stats["rmse"], np.sqrt(np.mean(residuals ** 2)))
-    mad = np.median(np.abs(residuals - np.median(residuals)))
-    assert np.isclose(stats["sigma_nmad"], 1.4826 * mad)
-    assert np.isclose(stats["outlier_fraction"], np.mean(np.abs(residuals) > 0.15))
+    assert np.isclose(gm.sigma_nmad(residuals), 1.4826 * np.median(np.abs(residuals - np.median(residuals))))
     labels = rng.random(300) < 0.4
     scores = np.round(labels + rng.normal(size=300), 1)  # ties on purpose
-    got = ev.classification_metrics(labels, scores, 0.5)
-    assert np.isclose(got["roc_auc"], roc_auc_score(labels, scores))
-    assert np.isclose(got["balanced_accuracy"], balanced_accuracy_score(labels, scores >= 0.5))
-    # vectorised over bootstrap resamples
-    batch = np.stack([scores, -scores])
-    np.testing.assert_allclose(ev.roc_auc(np.stack([labels, labels]), batch),
+    assert np.isclose(gm.roc_auc(labels, scores), roc_auc_score(labels, scores))
+    assert np.isclose(gm.balanced_accuracy(labels, scores >= 0.5), balanced_accuracy_score(labels, scores >= 0.5))
+    np.testing.assert_allclose(gm.roc_auc(np.stack([labels, labels]), np.stack([scores, -scores])),
                                [roc_auc_score(labels, scores), roc_auc_score(labels, -scores)])
+    r = residuals.reshape(1, 4, 5, 20)
+    assert np.isclose(gm.metric("rmse", r), np.sqrt(np.mean(residuals ** 2)))
+    draw_rmse = np.sqrt(np.mean(r ** 2, axis=-1)).ravel()
+    assert np.isclose(gm.metric("worst_draw_rmse", r), draw_rmse.max())
+    assert np.isclose(gm.metric("tail_fraction", r, tail=0.06), np.mean(draw_rmse > 0.06))
 
 
-def test_bootstrap_interval_contains_the_estimate_and_is_seeded():
-    values = np.random.default_rng(1).normal(0.1, 0.02, size=(50, 30))
-    stat = lambda r: np.sqrt(np.mean(r ** 2, axis=-1))
-    a = ev.bootstrap_interval({"r": values}, stat, 300, np.random.default_rng(2))
-    b = ev.bootstrap_interval({"r": values}, stat, 300, np.random.default_rng(2))
-    assert a == b and a[1] < a[0] < a[2]
+def _offset_residuals(seed=0, n_seeds=3, S=20, D=6, Q=15, between=0.1, within=0.05):
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, between, (S, 1, 1)) + rng.normal(0, within, (n_seeds, S, D, Q))
+
+
+def test_slice_bootstrap_is_wider_than_draw_bootstrap_when_slices_differ():
+    residuals = _offset_residuals()
+    slices = gm.bootstrap("rmse", residuals, n_resamples=400, level="slices")
+    draws = gm.bootstrap("rmse", residuals, n_resamples=400, level="draws")
+    assert slices.estimate == draws.estimate
+    assert (slices.hi - slices.lo) > 1.5 * (draws.hi - draws.lo)
+    assert slices.lo < slices.estimate < slices.hi
+    assert gm.bootstrap("rmse", residuals, n_resamples=50, seed=3) == gm.bootstrap("rmse", residuals, n_resamples=50, seed=3)
+
+
+def test_paired_difference_sees_what_marginal_intervals_cannot():
+    residuals = _offset_residuals()
+    better = residuals * 0.95  # 5% smaller errors on every draw: a small, consistent gain
+    paired = gm.paired_difference("rmse", better, residuals, n_resamples=400)
+    a, b = gm.bootstrap("rmse", better, n_resamples=400), gm.bootstrap("rmse", residuals, n_resamples=400)
+    assert paired.hi < 0, "paired: the gain is resolved"
+    assert a.hi > b.lo, "marginal intervals overlap"
+    assert np.isclose(paired.estimate, a.estimate - b.estimate)
+    assert paired.seed_sd >= 0
+
+
+def test_offset_shrinkage_recovers_planted_variances():
+    rng = np.random.default_rng(1)
+    task_ids = np.repeat(np.arange(300), 50)
+    residuals = rng.normal(0, 0.2, 300)[task_ids] + rng.normal(0, 0.5, task_ids.size)
+    tau2, sigma2 = gb.offset_shrinkage(residuals, task_ids)
+    assert abs(np.sqrt(sigma2) - 0.5) < 0.02 and abs(np.sqrt(tau2) - 0.2) < 0.03
+    with pytest.raises(ValueError, match="two tasks"):
+        gb.offset_shrinkage(residuals[:50], task_ids[:50])
+
+
+def test_per_task_ridge_matches_scikit_learn():
+    from sklearn.linear_model import Ridge
+
+    data = prepare_galaxy_tasks(synthetic_table(3000), min_size=45)
+    draws = ev.make_draws(data, "test", 8, 2, 10, seed=0)
+    predicted = gb.PerTaskRidge().predict(data, draws, 1.0)
+    s, q = draws.support[0, 1], draws.query[0, 1]
+    reference = Ridge(alpha=1.0).fit(data.X[s], data.y[s, 0]).predict(data.X[q]) + data.target_mean
+    np.testing.assert_allclose(predicted[0, 1], reference, rtol=1e-8, atol=1e-10)
 
 
 def test_protocol_on_a_synthetic_catalogue(tmp_path):
-    data = prepare_galaxy_tasks(synthetic_table(6000), min_size=60)
-    learners, pooled, oracle = ev.train_learners(data, meta_iterations=30, pooled_epochs=3, device="cpu",
-                                                 include_numpy=True)
-    table = ev.evaluate_learners(data, {"MAML": learners["MAML"], "MAML (NumPy check)": learners["MAML (NumPy check)"]},
-                                 pooled, oracle, ks=(1, 5), n_tasks=12, n_val_tasks=8, n_query=10, max_steps=3,
-                                 n_resamples=50, progress=False)
-    names = {r["learner"] for r in table.rows}
-    assert names == {"MAML", "MAML (NumPy check)", "pooled + fine-tuning", "pooled (no adaptation)",
-                     "per-task ridge / logistic", "k nearest neighbours", "oracle: pooled + redshift"}
-    assert len(table.rows) == 2 * len(names)
-    for row in table.rows:
-        for metric in ("rmse", "sigma_nmad", "balanced_accuracy"):
-            estimate, lo, hi = row[metric]
-            assert lo <= hi and np.isfinite(estimate)
-    # the same draws for everyone, from meta-test tasks only
-    test_galaxies = np.concatenate([t.indices for t in data.tasks["test"]])
-    for draws in table.details["test_draws"].values():
-        assert np.isin(draws.query, test_galaxies).all()
-    folder = table.write(tmp_path)
-    assert (folder / "redness_results.csv").read_text().startswith("learner,K,chosen,rmse,rmse_lo,rmse_hi")
-    assert "| MAML | 1 |" in (folder / "redness_results.md").read_text()
-    paths = ev.save_figures(table, data, tmp_path / "figures", k=5, learners=("MAML", "pooled + fine-tuning"))
+    catalogue = build_catalogue(synthetic_table(6000))
+    config = ev.EvaluationConfig(ks=(1, 5), folds=(0, 1), seeds=(0, 1), n_draws=3, n_val_draws=2, n_query=10,
+                                 meta_iterations=20, pooled_epochs=2, algorithms=(("MAML", "maml"),))
+    learners = ev.default_learners(config, device="cpu")
+    results = ev.run_evaluation(catalogue, learners, config, min_size=45)
+    names = set(results.learners)
+    assert {"MAML", "MAML (NumPy check)", "pooled network + slice offset", "pooled ridge + slice offset",
+            "ceiling: perfect u - r", "best single-feature cut"} <= names
+    n_slices = len(results.slices)
+    assert n_slices == sum(len(catalogue.fold(f, min_size=45).tasks["test"]) for f in (0, 1))
+    assert results.residuals("MAML", 5).shape == (2, n_slices, 3, 10)
+    # every learner saw the same draws, which come from meta-test slices only
+    for k in (1, 5):
+        for fold_index, fold in enumerate((0, 1)):
+            data = catalogue.fold(fold, min_size=45)
+            used = results.draws[k][fold_index].query
+            assert np.isin(used, data.indices("test")).all() and not np.isin(used, data.indices("val")).any()
+    np.testing.assert_array_equal(results.residuals("ceiling: perfect u - r", 5), 0.0)
+    assert results.best_baseline(5) in results.names("baseline")
+    summary, paired = results.write(tmp_path, n_resamples=30)
+    assert (tmp_path / "redness_per_slice.csv").read_text().count("\n") == 1 + len(names) * 2 * 2 * n_slices
+    assert "| 5 | MAML |" in (tmp_path / "redness_paired.md").read_text()
+    assert all(np.isfinite(r["rmse"].estimate) for r in paired)
+    from galmeta.plots import save_figures
+
+    paths = save_figures(results, paired, summary, tmp_path / "figures", k=5)
     assert all(p.stat().st_size > 1000 for p in paths)

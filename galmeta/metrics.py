@@ -1,0 +1,233 @@
+"""Metrics and uncertainty for few-shot evaluation: robust scatter, ROC AUC, the slice bootstrap, paired differences.
+
+Introduced in ``notebooks/05_redness_evaluation.py``.
+
+Evaluation results are arrays with the axes ``(seed, slice, draw, query)``:
+every training seed of a learner predicts the same support/query draws of the
+same meta-test slices. Galaxies of one draw share a slice and a support set, and
+draws of one slice share the slice, so the independent units are the **slices**
+(and, for what training does, the **seeds**). Intervals therefore come from a
+hierarchical bootstrap: resample slices with replacement, then draws within each
+chosen slice (Davison & Hinkley 1997, sec. 3.8); never draws alone. Learners are
+compared **paired**: the same resamples for both, the difference of the metric
+computed on each (Dietterich 1998; Demšar 2006).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "sigma_nmad",
+    "roc_auc",
+    "balanced_accuracy",
+    "METRICS",
+    "metric",
+    "hierarchical_resamples",
+    "Interval",
+    "bootstrap",
+    "paired_difference",
+]
+
+
+def sigma_nmad(residuals, axis=-1):
+    """1.4826 x the median absolute deviation from the median (a robust scatter; equals sigma for a Gaussian)."""
+    residuals = np.asarray(residuals, float)
+    median = np.median(residuals, axis=axis, keepdims=True)
+    return 1.4826 * np.median(np.abs(residuals - median), axis=axis)
+
+
+def roc_auc(labels, scores, axis=-1):
+    """Area under the ROC curve by the Mann-Whitney statistic (ties get average ranks); NaN without both classes."""
+    from scipy.stats import rankdata
+
+    labels, scores = np.broadcast_arrays(np.asarray(labels, bool), np.asarray(scores, float))
+    ranks = rankdata(scores, axis=axis)
+    n_pos = labels.sum(axis=axis)
+    n_neg = labels.shape[axis] - n_pos
+    rank_sum = np.where(labels, ranks, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def balanced_accuracy(labels, predicted, axis=-1):
+    """Mean of the recall of each class (NaN where a class is absent)."""
+    labels, predicted = np.broadcast_arrays(np.asarray(labels, bool), np.asarray(predicted, bool))
+    correct = labels == predicted
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall_pos = np.where(labels, correct, False).sum(axis=axis) / labels.sum(axis=axis)
+        recall_neg = np.where(~labels, correct, False).sum(axis=axis) / (~labels).sum(axis=axis)
+    return 0.5 * (recall_pos + recall_neg)
+
+
+def _pooled(values, n_axes):
+    """Merge the last ``n_axes`` axes into one."""
+    return values.reshape(*values.shape[: values.ndim - n_axes], -1)
+
+
+#: Metric name -> (function of (residuals, labels, scores, threshold) over the last three axes, unit, lower is better).
+METRICS = {
+    "rmse": (lambda r, l, s, t: np.sqrt(np.mean(_pooled(r, 3) ** 2, axis=-1)), "mag", True),
+    "bias": (lambda r, l, s, t: np.mean(_pooled(r, 3), axis=-1), "mag", None),
+    "sigma_nmad": (lambda r, l, s, t: sigma_nmad(_pooled(r, 3)), "mag", True),
+    "worst_draw_rmse": (lambda r, l, s, t: np.sqrt(np.mean(r ** 2, axis=-1)).reshape(*r.shape[:-3], -1).max(axis=-1),
+                        "mag", True),
+    "balanced_accuracy": (lambda r, l, s, t: balanced_accuracy(_pooled(l, 3), _pooled(s, 3) >= t), "", False),
+    "roc_auc": (lambda r, l, s, t: roc_auc(_pooled(l, 3), _pooled(s, 3)), "", False),
+}
+
+
+def metric(name, residuals, labels=None, scores=None, threshold=None, tail=None):
+    """One metric over the last three axes ``(slice, draw, query)`` of its inputs.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`METRICS`, or ``"tail_fraction"`` (fraction of draws whose RMSE exceeds ``tail``).
+    residuals : ndarray, shape (..., S, D, Q)
+        Predicted minus true target.
+    labels, scores, threshold
+        True labels, classification scores and the score threshold (for the label metrics).
+    """
+    residuals = np.asarray(residuals, float)
+    if name == "tail_fraction":
+        draw_rmse = np.sqrt(np.mean(residuals ** 2, axis=-1))
+        return np.mean(_pooled(draw_rmse, 2) > tail, axis=-1)
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose from {sorted(METRICS) + ['tail_fraction']}")
+    return METRICS[name][0](residuals, labels, scores, threshold)
+
+
+def hierarchical_resamples(rng, n_slices, n_draws, n_resamples):
+    """Indices of a two-level bootstrap: slices with replacement, then draws within each chosen slice.
+
+    Returns
+    -------
+    slices : ndarray, shape (n_resamples, n_slices)
+    draws : ndarray, shape (n_resamples, n_slices, n_draws)
+    """
+    return (rng.integers(n_slices, size=(n_resamples, n_slices)),
+            rng.integers(n_draws, size=(n_resamples, n_slices, n_draws)))
+
+
+def _gather(values, slices, draws, flat_draws=None):
+    """values (..., S, D, Q) -> (B, ..., S, D, Q) for the given resample indices."""
+    values = np.moveaxis(values, (-3, -2), (0, 1))  # (S, D, ..., Q)
+    slices = slices if slices.ndim == draws.ndim else np.broadcast_to(slices[..., None], draws.shape)
+    picked = values[slices, draws]  # (B, S, D, ..., Q)
+    return np.moveaxis(picked, (1, 2), (-3, -2))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a percentile bootstrap interval (and the spread over training seeds)."""
+
+    estimate: float
+    lo: float
+    hi: float
+    seed_sd: float = float("nan")
+
+    def excludes_zero(self) -> bool:
+        return self.lo > 0 or self.hi < 0
+
+    def __format__(self, spec):
+        spec = spec or ".3f"
+        return f"{self.estimate:{spec}} [{self.lo:{spec}}, {self.hi:{spec}}]"
+
+
+def _resampled_metric(name, arrays, slices, draws, kwargs, chunk):
+    residuals, labels, scores = arrays
+    out = []
+    for start in range(0, slices.shape[0], chunk):
+        s, d = slices[start:start + chunk], draws[start:start + chunk]
+        r = _gather(residuals, s, d)
+        l = None if labels is None else _gather(labels, s, d)
+        sc = None if scores is None else _gather(scores, s, d)
+        out.append(metric(name, r, l, sc, **kwargs))
+    return np.concatenate(out, axis=0)
+
+
+def bootstrap(name, residuals, labels=None, scores=None, threshold=None, tail=None, n_resamples=1000, seed=0,
+              level="slices", confidence=0.95, chunk=100):
+    """A metric's estimate (mean over training seeds) with a bootstrap interval.
+
+    Parameters
+    ----------
+    name : str
+        Metric (see :func:`metric`).
+    residuals : ndarray, shape (n_seeds, S, D, Q) or (S, D, Q)
+    labels : ndarray, shape (S, D, Q), optional
+    scores : ndarray, shape like ``residuals``, optional
+    level : {"slices", "draws"}
+        ``"slices"``: hierarchical (slices, then draws within them), the honest one;
+        ``"draws"``: every draw treated as independent (for comparison only).
+
+    Returns
+    -------
+    Interval
+    """
+    residuals, scores = _with_seed_axis(residuals), None if scores is None else _with_seed_axis(scores)
+    labels = None if labels is None else np.asarray(labels, bool)[None]
+    kwargs = _metric_kwargs(name, threshold, tail)
+    per_seed = metric(name, residuals, labels, scores, **kwargs)
+    slices, draws = _resample_indices(residuals.shape[1], residuals.shape[2], n_resamples, seed, level)
+    values = _resampled_metric(name, (residuals, labels, scores), slices, draws, kwargs, chunk).mean(axis=1)
+    lo, hi = np.nanquantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
+    sd = float(np.std(per_seed, ddof=1)) if per_seed.size > 1 else float("nan")
+    return Interval(float(np.mean(per_seed)), float(lo), float(hi), sd)
+
+
+def paired_difference(name, residuals_a, residuals_b, labels=None, scores_a=None, scores_b=None, threshold=None,
+                      tail=None, n_resamples=1000, seed=0, confidence=0.95, chunk=100):
+    """Metric of learner A minus metric of learner B on the same draws, with a paired slice bootstrap.
+
+    Both learners' metrics are computed on the *same* resampled slices and draws, so what the two share
+    (which slices are hard) cancels. ``seed_sd`` is the standard deviation of the difference over training
+    seeds (A's and B's seed ``i`` paired; a learner with one seed is repeated).
+
+    Returns
+    -------
+    Interval
+    """
+    a, b = _with_seed_axis(residuals_a), _with_seed_axis(residuals_b)
+    sa = None if scores_a is None else _with_seed_axis(scores_a)
+    sb = None if scores_b is None else _with_seed_axis(scores_b)
+    labels = None if labels is None else np.asarray(labels, bool)[None]
+    kwargs = _metric_kwargs(name, threshold, tail)
+    per_seed_a = metric(name, a, labels, sa, **kwargs)
+    per_seed_b = metric(name, b, labels, sb, **kwargs)
+    n = max(per_seed_a.size, per_seed_b.size)
+    diffs = np.resize(per_seed_a, n) - np.resize(per_seed_b, n)
+    slices, draws = _resample_indices(a.shape[1], a.shape[2], n_resamples, seed, "slices")
+    values = (_resampled_metric(name, (a, labels, sa), slices, draws, kwargs, chunk).mean(axis=1)
+              - _resampled_metric(name, (b, labels, sb), slices, draws, kwargs, chunk).mean(axis=1))
+    lo, hi = np.nanquantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
+    sd = float(np.std(diffs, ddof=1)) if n > 1 else float("nan")
+    return Interval(float(np.mean(per_seed_a) - np.mean(per_seed_b)), float(lo), float(hi), sd)
+
+
+def _metric_kwargs(name, threshold, tail):
+    if name == "tail_fraction":
+        return {"tail": tail}
+    return {"threshold": threshold} if name in ("balanced_accuracy", "roc_auc") else {}
+
+
+def _with_seed_axis(values):
+    values = np.asarray(values, float)
+    if values.ndim == 3:
+        return values[None]
+    if values.ndim != 4:
+        raise ValueError(f"expected an array (seeds, slices, draws, queries) or (slices, draws, queries); got {values.shape}")
+    return values
+
+
+def _resample_indices(n_slices, n_draws, n_resamples, seed, level):
+    rng = np.random.default_rng(seed)
+    if level == "slices":
+        return hierarchical_resamples(rng, n_slices, n_draws, n_resamples)
+    if level == "draws":
+        # every (slice, draw) pair drawn independently from all pairs: the slice of a pair is random too
+        flat = rng.integers(n_slices * n_draws, size=(n_resamples, n_slices, n_draws))
+        return flat // n_draws, flat % n_draws
+    raise ValueError(f"level must be 'slices' or 'draws', got {level!r}")

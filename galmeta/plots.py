@@ -1,0 +1,191 @@
+"""Figures of the redness evaluation (notebook 05 and ``benchmarks/redness_evaluation.py``).
+
+Every axis has its unit; discrete quantities get markers; errors that span
+decades get a logarithmic axis.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "plot_paired_differences",
+    "plot_error_vs_k",
+    "plot_error_vs_steps",
+    "plot_per_slice",
+    "plot_predicted_vs_true",
+    "save_figures",
+]
+
+def _twenty_colours():
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"].colors
+    return list(tab20[0::2]) + list(tab20[1::2])  # the ten dark shades first, then the light ones
+
+
+_METRIC_LABELS = {
+    "rmse": "RMSE of u − r (mag)",
+    "sigma_nmad": "σ_NMAD of u − r (mag)",
+    "balanced_accuracy": "red/blue balanced accuracy",
+    "worst_draw_rmse": "worst draw's RMSE of u − r (mag)",
+}
+
+
+def _plain_log_ticks(ax, axis="y"):
+    """Log-scaled axis labelled with plain decimals (0.15, 0.2) instead of powers of ten."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    target.set_major_formatter(FormatStrFormatter("%.3g"))
+    target.set_minor_formatter(FormatStrFormatter(""))
+
+
+def _axes(ax, figsize):
+    import matplotlib.pyplot as plt
+
+    return ax if ax is not None else plt.subplots(figsize=figsize)[1]
+
+
+def plot_paired_differences(paired_rows, metric="rmse", ax=None, learners=None):
+    """The headline: each learner minus the best non-meta baseline, per K, with paired 95% intervals.
+
+    Below zero (for errors) means better than the baseline; an interval that crosses zero means the
+    data do not tell the two apart.
+    """
+    ax = _axes(ax, (8, 4.5))
+    ax.set_prop_cycle(color=_twenty_colours())
+    names = learners or list(dict.fromkeys(r["learner"] for r in paired_rows))
+    ks = sorted({r["K"] for r in paired_rows})
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        rows = sorted((r for r in paired_rows if r["learner"] == name), key=lambda r: r["K"])
+        x = np.array([ks.index(r["K"]) for r in rows]) - 0.4 + width * (i + 0.5)
+        est = np.array([r[metric].estimate for r in rows])
+        lo = np.array([r[metric].lo for r in rows])
+        hi = np.array([r[metric].hi for r in rows])
+        ax.errorbar(x, est, yerr=[est - lo, hi - est], fmt="o", ms=4, capsize=2, label=name)
+    ax.axhline(0, color="k", lw=0.8)
+    reference = {r["K"]: r["reference"] for r in paired_rows}
+    ax.set(xticks=range(len(ks)), ylabel=f"Δ {_METRIC_LABELS.get(metric, metric)}\nlearner − best baseline",
+           title="Paired difference to the best non-meta baseline at each K (chosen on meta-validation)")
+    ax.set_xticklabels([f"K = {k}\nvs {reference[k]}" for k in ks], fontsize=7)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+def plot_error_vs_k(summary_rows, metric="rmse", ax=None, learners=None):
+    """A metric against K for each learner, with 95% slice-bootstrap intervals; log scale for errors."""
+    ax = _axes(ax, (7, 4.2))
+    ax.set_prop_cycle(color=_twenty_colours())
+    names = learners or list(dict.fromkeys(r["learner"] for r in summary_rows if r[metric] is not None))
+    for name in names:
+        rows = sorted((r for r in summary_rows if r["learner"] == name and r[metric] is not None), key=lambda r: r["K"])
+        if metric != "balanced_accuracy":  # a log axis cannot show the ceiling's zero error
+            rows = [r for r in rows if r[metric].estimate > 0]
+        if not rows:
+            continue
+        ks = np.array([r["K"] for r in rows], float)
+        est = np.array([r[metric].estimate for r in rows])
+        lo, hi = np.array([r[metric].lo for r in rows]), np.array([r[metric].hi for r in rows])
+        style = "--" if rows[0]["group"] == "reference" else "-"
+        ax.errorbar(ks, est, yerr=[est - lo, hi - est], fmt="o" + style, ms=4, capsize=2, label=name)
+    ks = sorted({r["K"] for r in summary_rows})
+    ax.set(xscale="log", xticks=ks, xticklabels=ks, xlabel="K (support galaxies per slice)",
+           ylabel=_METRIC_LABELS.get(metric, metric))
+    if metric != "balanced_accuracy":
+        ax.set_yscale("log")
+        _plain_log_ticks(ax)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_error_vs_steps(results, k, ax=None):
+    """Meta-test RMSE after 0..10 adaptation steps (median over folds and seeds); log scale, divergences counted.
+
+    Learners whose options are step counts (``Learner.curve_key``) are drawn; for the fine-tuned network,
+    the curve of the step size chosen most often.
+    """
+    ax = _axes(ax, (6, 4))
+    runs = [(f, s) for f in results.config.folds for s in results.config.seeds]
+    for name, learner in results.learners.items():
+        chosen_keys = [learner.curve_key(results.chosen[(name, k, f, s)]) for f, s in runs]
+        if chosen_keys[0] is None:
+            continue
+        families = [key[0] for key in chosen_keys]
+        family = max(set(families), key=families.count)
+        curves = []
+        for f, s in runs:
+            by_option = results.option_rmse[(name, k, f, s)]
+            curves.append({learner.curve_key(o)[1]: v for o, v in by_option.items() if learner.curve_key(o)[0] == family})
+        steps = sorted(curves[0])
+        values = np.array([[c[step] for step in steps] for c in curves])
+        median = np.median(np.where(np.isfinite(values), values, np.nan), axis=0)
+        diverged = np.sum(~np.isfinite(values), axis=0)
+        line, = ax.plot(steps, median, marker="o", ms=3, label=name)
+        for step, n in zip(steps, diverged):
+            if n:
+                ax.annotate(f"{n} diverged", (step, median[step]), fontsize=6, color=line.get_color())
+    ax.set(xlabel="adaptation steps on the support set", ylabel="RMSE of u − r (mag)\nmedian over folds × seeds",
+           yscale="log", title=f"meta-test, K = {k}")
+    _plain_log_ticks(ax)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_per_slice(results, k, learners, ax=None, seed_index=0):
+    """RMSE in each meta-test slice against the slice's redshift: markers only, one slice one point."""
+    ax = _axes(ax, (8, 4))
+    centres = np.array([0.5 * (s["z_lo"] + s["z_hi"]) for s in results.slices])
+    for offset, name in zip(np.linspace(-0.0008, 0.0008, len(learners)), learners):
+        residuals = results.residuals(name, k)[seed_index]
+        rmse = np.sqrt(np.mean(residuals.reshape(residuals.shape[0], -1) ** 2, axis=1))
+        ax.plot(centres + offset, rmse, "o", ms=4, label=name)
+    ax.set(xlabel="redshift of the meta-test slice", ylabel="RMSE of u − r in the slice (mag)",
+           title=f"Per-slice errors, K = {k} (each slice is meta-test in one fold)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_predicted_vs_true(results, name, k, ax=None, seed_index=0):
+    """Predicted against true u − r for every meta-test query galaxy (density), with the one-to-one line."""
+    ax = _axes(ax, (4.8, 4.4))
+    truth = np.concatenate(results.truth[k]).ravel()
+    predicted = truth + results.residuals(name, k)[seed_index].ravel()
+    lims = (0.5, 3.8)
+    ax.hexbin(truth, predicted, gridsize=45, extent=(*lims, *lims), mincnt=1, cmap="Greys", bins="log")
+    ax.plot(lims, lims, color="tab:red", lw=0.8)
+    ax.axvline(2.22, color="0.5", lw=0.6, ls=":")
+    ax.axhline(2.22, color="0.5", lw=0.6, ls=":")
+    ax.set(xlim=lims, ylim=lims, xlabel="true u − r (mag)", ylabel="predicted u − r (mag)", title=f"{name}, K = {k}")
+    return ax
+
+
+def save_figures(results, paired_rows, summary_rows, folder, k=10, learners=None):
+    """Write the evaluation's figures as PNG files into ``folder``; returns their paths."""
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = results.names("meta-learner")
+    focus = learners or [meta[0], results.best_baseline(k)]
+    figures = {
+        "paired_differences.png": lambda: plot_paired_differences(
+            [r for r in paired_rows if r["group"] == "meta-learner"], "rmse"),
+        "error_vs_k.png": lambda: plot_error_vs_k(summary_rows, "rmse"),
+        "error_vs_steps.png": lambda: plot_error_vs_steps(results, k),
+        "per_slice.png": lambda: plot_per_slice(results, k, focus),
+        "predicted_vs_true.png": lambda: plot_predicted_vs_true(results, focus[0], k),
+    }
+    paths = []
+    for name, draw in figures.items():
+        draw()
+        figure = plt.gcf()
+        figure.tight_layout()
+        figure.savefig(folder / name, dpi=110)
+        plt.close(figure)
+        paths.append(folder / name)
+    return paths
