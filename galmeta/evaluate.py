@@ -504,8 +504,11 @@ class EvaluationResults:
         return rows
 
     # -- output -------------------------------------------------------------------------
-    def write(self, folder, n_resamples=1000):
+    def write(self, folder, n_resamples=1000, summary=None, paired=None):
         """Write ``redness_per_slice.csv``, ``redness_summary.{csv,md}`` and ``redness_paired.{csv,md}``.
+
+        ``summary`` and ``paired`` are rows already computed by :meth:`summary_rows` and :meth:`paired_rows`
+        (computed here when not given).
 
         Returns
         -------
@@ -515,7 +518,8 @@ class EvaluationResults:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         _write_csv(folder / "redness_per_slice.csv", self.slice_rows())
-        summary, paired = self.summary_rows(n_resamples=n_resamples), self.paired_rows(n_resamples=n_resamples)
+        summary = summary if summary is not None else self.summary_rows(n_resamples=n_resamples)
+        paired = paired if paired is not None else self.paired_rows(n_resamples=n_resamples)
         _write_csv(folder / "redness_summary.csv", _intervals_to_columns(summary))
         _write_csv(folder / "redness_paired.csv", _intervals_to_columns(paired))
         (folder / "redness_summary.md").write_text(summary_markdown(summary) + "\n")
@@ -576,5 +580,5 @@ def paired_markdown(rows, results=None):
     signed = lambda iv: f"{iv.estimate:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"
     for row in rows:
         lines.append(f"| {row['K']} | {row['learner']} | {row['reference']} | {signed(row['rmse'])} | "
-                     f"{row['rmse'].seed_sd:.3f} | {signed(row['sigma_nmad'])} | {signed(row['balanced_accuracy'])} |")
+                     f"{row['rmse'].seed_sd_text} | {signed(row['sigma_nmad'])} | {signed(row['balanced_accuracy'])} |")
     return "\n".join(lines)

@@ -128,6 +128,11 @@ class Interval:
     hi: float
     seed_sd: float = float("nan")
 
+    @property
+    def seed_sd_text(self) -> str:
+        """The spread over training seeds, or a dash when there was one seed."""
+        return "—" if not np.isfinite(self.seed_sd) else f"{self.seed_sd:.3f}"
+
     def excludes_zero(self) -> bool:
         return self.lo > 0 or self.hi < 0
 

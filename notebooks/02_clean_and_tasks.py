@@ -16,11 +16,12 @@
 #
 # **Learning goals**
 # - clean a real catalogue step by step, and count what each step removes;
-# - define an honest redness target ($g-r$) and label (red sequence / blue cloud), and features that
-#   do not leak it;
+# - define a redness target with a use case ($u-r$ from $g, r, i, z$ photometry) and its label (red
+#   sequence / blue cloud), and **measure** that no input leaks the label;
 # - tell data *missing at random* from data *missing not at random*, and see a leak ruin a score;
 # - cut the catalogue into few-shot tasks, "cosmic slices" of narrow redshift, with meta-train,
-#   meta-validation and meta-test splits that share no galaxy and no redshift range.
+#   meta-validation and meta-test splits that share no galaxy and no redshift range, rotated so that
+#   every redshift block is meta-test once.
 #
 # **Prerequisites:** notebook 01; basic scikit-learn (`fit` / `predict`).
 #
@@ -81,35 +82,94 @@ print(f"RESULT: cleaning kept {len(clean)} of {len(galaxies)} rows "
       f"({n_duplicates_by_hand} duplicate objIDs removed)")
 
 # %% [markdown]
-# ## 2. Target, label and features
+# ## 2. The question, the target, the label and the features
 #
-# **Target (regression):** the observed-frame colour $g-r$ of dereddened model magnitudes, with its
-# error $\sigma_{g-r} = \sqrt{\sigma_g^2+\sigma_r^2}$ kept for noise weights $1/\sigma^2$.
+# **Use case.** The $u$ band is the shallowest of SDSS's five (notebook 01: its errors are the largest), and
+# many surveys do not have it at all, yet $u-r$ is *the* colour that separates the red sequence from the blue
+# cloud (Strateva et al. 2001). So: given $g, r, i, z$ photometry of every galaxy in a new redshift slice,
+# and full $ugriz$ photometry of only $K$ of them, estimate each galaxy's $u-r$ and whether it is red.
 #
-# **Label (classification):** red sequence if $u-r \ge 2.22$ (Strateva et al. 2001, AJ 122, 1861),
-# blue cloud otherwise.
+# **Target (regression):** observed-frame $u-r$ of dereddened model magnitudes, with its error
+# $\sigma_{u-r} = \sqrt{\sigma_u^2+\sigma_r^2}$.
 #
-# **Features:** only the $u$, $i$, $z$ bands: brightness $i$, colours $u-i$ and $i-z$, the three errors,
-# and flags for the spectral subclass. Neither $g$ nor $r$ enters: with both we could compute the
-# target exactly. The redshift is withheld too: it is the hidden variable that makes tasks differ.
+# **Label (classification):** red sequence if $u-r \ge 2.22$: the target thresholded, never a function of an
+# input.
+#
+# **Features:** $g, r, i, z$ only: brightness $r$, colours $g-r$, $r-i$, $i-z$, and the logarithm of the four
+# photometric errors. No spectroscopic column: `subClass` comes from the spectrum (a galaxy that has it also
+# has its exact redshift), and the redshift is the hidden variable that makes tasks differ.
 
 # %%
-g_r, g_r_err, is_red = gt.redness_targets(clean)
+u_r, u_r_err, is_red = gt.redness_targets(clean)
 X_raw, names = gt.galaxy_features(clean)
 print("features:", names)
-print(f"g-r: mean {g_r.mean():.3f}, std {g_r.std():.3f}; median error {np.median(g_r_err):.4f} mag; "
+print(f"u-r: mean {u_r.mean():.3f}, std {u_r.std():.3f}; median error {np.median(u_r_err):.4f} mag; "
       f"red fraction {is_red.mean():.3f}")
-assert not {"dered_g", "dered_r"} & set(names)
+np.testing.assert_array_equal(is_red, u_r >= gt.STRATEVA_UR_CUT)
 
 # %% [markdown]
+# ### Leaks, measured rather than named
+#
+# A guard that checks column names cannot see a leak with an innocent name. An earlier version of this course
+# used $u-i$ as a feature for a label defined by $u-r = (u-i) - (r-i)$: the name says nothing, the numbers say
+# everything. So we **measure**: for every feature, the balanced accuracy of the best one-feature threshold rule
+# for the label, against the *ceiling*, what thresholding the true target reaches when it is re-measured with
+# its own errors. A feature that alone separates red from blue as well as the target does carries the label.
+#
+# Written out for one feature, the best threshold is a scan over the sorted values:
+
+# %%
+def best_cut_by_hand(values, labels):
+    order = np.argsort(values)
+    v, lab = values[order], labels[order]
+    below_red, below_blue = np.cumsum(lab), np.cumsum(~lab)   # galaxies at or below each cut
+    ba_up = 0.5 * ((lab.sum() - below_red) / lab.sum() + below_blue / (~lab).sum())   # 'above the cut is red'
+    distinct = np.append(v[1:] > v[:-1], False)   # only cut between different values
+    return np.max(np.maximum(ba_up, 1 - ba_up)[distinct])
+
+
+gr_by_hand = best_cut_by_hand(X_raw[:, names.index("g_minus_r")], is_red)
+gr_library = gt.best_threshold_accuracy(X_raw[:, names.index("g_minus_r")], is_red)[0]
+print(f"g-r alone: balanced accuracy {gr_by_hand:.4f} (by hand) = {gr_library:.4f} (galmeta)")
+assert abs(gr_by_hand - gr_library) < 1e-12
+
+leaks = gt.measure_leaks(X_raw, names, u_r, u_r_err, is_red)
+print(leaks.as_text())
+leaks.check()
+best_feature, best_score = leaks.worst
+print(f"RESULT: best single feature {best_feature} reaches balanced accuracy {best_score:.3f}; "
+      f"the re-measured target reaches {leaks.ceiling:.3f}")
+assert best_score < leaks.ceiling - 0.02
+
+# %% [markdown]
+# $g-r$ is a strong feature (the colours are correlated), but it does not reach the ceiling: there is
+# something left to learn, and nothing leaks. The same measurement catches the old feature at once:
+
+# %%
+u_minus_i = np.asarray(clean["dered_u"], float) - np.asarray(clean["dered_i"], float)
+with_old_feature = gt.measure_leaks(np.column_stack([X_raw, u_minus_i]), names + ["u_minus_i"], u_r, u_r_err, is_red)
+print(f"u-i alone: balanced accuracy {with_old_feature.feature_scores['u_minus_i']:.3f} "
+      f"against the ceiling {with_old_feature.ceiling:.3f}")
+try:
+    with_old_feature.check()
+except gt.TargetLeakError as error:
+    print("the measured guard says:", error)
+assert with_old_feature.leaking == ["u_minus_i"]
+
+# %% [markdown]
+# `prepare_galaxy_tasks` (section 4) runs this measurement on meta-train galaxies every time and refuses
+# features that leak.
+#
 # ### Missing values: at random, or not?
 #
-# Two columns have holes, for very different reasons.
+# Two columns have holes, for very different reasons. Neither is a feature, but how they are missing is a
+# lesson in itself.
 #
 # * `subClass` is empty for about half the galaxies. SDSS assigns `STARFORMING`, `STARBURST`, `AGN`
 #   or `BROADLINE` only when the spectrum has strong emission lines. An empty value *means* "no strong
 #   lines", typical of old, red galaxies: the value is **missing not at random**, and the fact that it
-#   is missing is itself informative. We keep it as the feature `subclass_missing`.
+#   is missing is itself informative (which is also why it cannot be a feature here: it is read off the
+#   spectrum we pretend not to have).
 # * `photoZ` is absent for whole query batches of the snapshot (two of its five source files were
 #   queried without the photo-z join): missing **by batch**, unrelated to the galaxy.
 
@@ -125,13 +185,13 @@ assert abs(is_red[photoz_missing].mean() - is_red[~photoz_missing].mean()) < 0.1
 
 # %% [markdown]
 # Imputation must not be fitted on galaxies we evaluate on. `FeaturePreprocessor` wraps scikit-learn's
-# `SimpleImputer(strategy="median", add_indicator=True)` and `StandardScaler`, and is fitted on
-# meta-train galaxies only (section 4).
+# `SimpleImputer(strategy="median", add_indicator=True)` and `StandardScaler`, clips the scaled values to ±5,
+# and is fitted on meta-train galaxies only (section 4).
 #
-# ### A leak, measured
-# `photoZ` looks harmless, but it is computed *from all five magnitudes*, g and r included, and it
-# estimates the redshift we want hidden. Here is what it does to a plain ridge regression of $g-r$
-# (trained on one half of the galaxies, scored on the other):
+# ### A leak, demonstrated
+# `photoZ` looks harmless, but it is computed *from all five magnitudes*, $u$ included, and it estimates the
+# redshift we want hidden. Here is what it does to a plain ridge regression of $u-r$ (trained on one half of
+# the galaxies, scored on the other):
 
 # %%
 def ridge_rmse(X, y, train, test):
@@ -143,81 +203,81 @@ X_leaky, names_leaky = gt.galaxy_features(clean, include_photoz=True)
 has_photoz = ~photoz_missing
 order = rng.permutation(np.flatnonzero(has_photoz))
 half_train, half_test = order[: order.size // 2], order[order.size // 2:]
-rmse_clean = ridge_rmse(X_raw, g_r, half_train, half_test)
-rmse_leaky = ridge_rmse(X_leaky, g_r, half_train, half_test)
-print(f"ridge RMSE of g-r without photoZ: {rmse_clean:.4f} mag; with photoZ: {rmse_leaky:.4f} mag")
+rmse_clean = ridge_rmse(X_raw, u_r, half_train, half_test)
+rmse_leaky = ridge_rmse(X_leaky, u_r, half_train, half_test)
+print(f"ridge RMSE of u-r without photoZ: {rmse_clean:.4f} mag; with photoZ: {rmse_leaky:.4f} mag")
 assert rmse_leaky < rmse_clean
-try:
-    gt.assert_no_target_leak(names_leaky)
-except ValueError as error:
-    print("the guard says:", error)
-print(f"RESULT: photoZ leak lowers ridge RMSE from {rmse_clean:.4f} to {rmse_leaky:.4f} mag")
+print(f"RESULT: photoZ leak lowers ridge RMSE of u-r from {rmse_clean:.4f} to {rmse_leaky:.4f} mag")
 
 # %% [markdown]
+# The leaky score looks better, and it is a lie: in a new field without $u$, the photo-z would carry
+# information from the very band we pretend not to have. `galaxy_features` adds `photoZ` only when asked,
+# for this demonstration.
+#
 # ### Measurement errors as noise weights
-# The target's error $\sigma_{g-r}$ is kept. A weighted fit gives each galaxy the weight $1/\sigma^2$
-# (here with a floor of 0.02 mag, the scatter that remains even for perfect photometry, so that the brightest
-# galaxies do not dominate). We score both fits by the weighted error:
+# The target's error $\sigma_{u-r}$ is kept. A weighted fit gives each galaxy the weight $1/\sigma^2$
+# (here with a floor of 0.02 mag, so that the brightest galaxies do not dominate). We score both fits by the
+# weighted error:
 
 # %%
-weights = 1.0 / (g_r_err ** 2 + 0.02 ** 2)
-model_plain = make_pipeline(SimpleImputer(), StandardScaler(), Ridge()).fit(X_raw[half_train], g_r[half_train])
+weights = 1.0 / (u_r_err ** 2 + 0.02 ** 2)
+model_plain = make_pipeline(SimpleImputer(), StandardScaler(), Ridge()).fit(X_raw[half_train], u_r[half_train])
 model_weighted = make_pipeline(SimpleImputer(), StandardScaler(), Ridge()).fit(
-    X_raw[half_train], g_r[half_train], ridge__sample_weight=weights[half_train])
-weighted_mse = {name: float(np.average((m.predict(X_raw[half_test]) - g_r[half_test]) ** 2, weights=weights[half_test]))
+    X_raw[half_train], u_r[half_train], ridge__sample_weight=weights[half_train])
+weighted_mse = {name: float(np.average((m.predict(X_raw[half_test]) - u_r[half_test]) ** 2, weights=weights[half_test]))
                 for name, m in (("unweighted", model_plain), ("weighted", model_weighted))}
 print("weighted test MSE:", {k: round(v, 5) for k, v in weighted_mse.items()},
       f"(change {100 * (weighted_mse['weighted'] / weighted_mse['unweighted'] - 1):+.1f}%)")
-print(f"median error of g-r {np.median(g_r_err):.4f} mag vs residual scatter {np.sqrt(weighted_mse['unweighted']):.3f} mag")
+print(f"median error of u-r {np.median(u_r_err):.4f} mag vs residual scatter {np.sqrt(weighted_mse['unweighted']):.3f} mag")
 assert weighted_mse["weighted"] <= weighted_mse["unweighted"] * 1.01
 
 # %% [markdown]
-# The weights change little here: the median photometric error of $g-r$ is far below the scatter of the
-# relation we fit, so the noise is dominated by the galaxies, not the measurements. Weights matter where
-# errors are comparable to that scatter: faint galaxies, the $u$ band, higher redshift.
+# The weights change little: the median photometric error of $u-r$ is far below the scatter of the relation we
+# fit, so the noise is dominated by the galaxies, not the measurements.
 
 # %% [markdown]
-# The leaky score looks better, and it is a lie: in a new field the photo-z would carry information
-# from the very bands we pretend not to have. galmeta's feature builder refuses `photoZ` unless asked
-# for it explicitly, for this demonstration.
-#
 # ## 3. Why tasks differ: colours shift with redshift
 #
-# We observe galaxies at different redshifts through the same filters, so their light is shifted: the
-# observed $g-r$ of the same kind of galaxy rises with $z$ (the 4000 Å break moves through the $g$
-# band). The relation between our features and $g-r$ therefore changes from one redshift slice to the
-# next. A slice's redshift is hidden; a few labelled galaxies of the slice reveal its mapping: that is
-# the few-shot problem.
+# We observe galaxies at different redshifts through the same filters, so their light is shifted: the 4000 Å
+# break of old stars moves from the $u$/$g$ boundary into the $g$ band as $z$ grows, and the observed colours
+# of the same kind of galaxy change. The relation between our $griz$ features and $u-r$ therefore drifts from
+# one redshift slice to the next. A slice's redshift is hidden; a few galaxies of the slice with measured $u$
+# reveal its mapping: that is the few-shot problem.
 
 # %%
 zc = np.asarray(clean["z"], float)
+g_r = X_raw[:, names.index("g_minus_r")]
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-axes[0].hist2d(zc, g_r, bins=[np.linspace(0.01, 0.25, 60), np.linspace(0.1, 1.3, 60)], cmap="Greys", cmin=1)
-axes[0].set(xlabel="redshift z", ylabel="g − r", title="Observed colour against redshift")
+axes[0].hist2d(zc, u_r, bins=[np.linspace(0.01, 0.25, 60), np.linspace(0.5, 3.5, 60)], cmap="Greys", cmin=1)
+axes[0].set(xlabel="redshift z", ylabel="u − r (mag)", title="Observed u − r against redshift")
 bins = np.linspace(0.01, 0.21, 11)
 slope = []
 for lo, hi in zip(bins[:-1], bins[1:]):
     sel = (zc >= lo) & (zc < hi)
-    coef = np.polyfit(X_raw[sel, names.index("u_minus_i")], g_r[sel], 1)
+    coef = np.polyfit(g_r[sel], u_r[sel], 1)
     slope.append(coef)
-    xs_line = np.linspace(1.5, 4.0, 2)
-    axes[1].plot(xs_line, np.polyval(coef, xs_line), color=plt.cm.viridis((lo - 0.01) / 0.2), label=f"{lo:.2f}–{hi:.2f}")
-axes[1].set(xlabel="u − i", ylabel="g − r (linear fit per slice)", title="The mapping drifts with z")
-axes[1].legend(fontsize=7, ncol=2)
+    line_x = np.linspace(0.3, 1.0, 2)
+    axes[1].plot(line_x, np.polyval(coef, line_x), color=plt.cm.viridis((lo - 0.01) / 0.2), label=f"{lo:.2f}–{hi:.2f}")
+axes[1].set(xlabel="g − r (mag)", ylabel="u − r (mag), linear fit per slice", title="The mapping drifts with z")
+axes[1].legend(fontsize=7, ncol=2, title="redshift", title_fontsize=7)
 plt.tight_layout()
 plt.show()
-intercepts = np.array([c[1] + c[0] * 2.5 for c in slope])
-print("fitted g-r at u-i = 2.5 per slice:", np.round(intercepts, 3))
-assert intercepts[-1] > intercepts[0] + 0.05, "the same galaxy colour maps to redder g-r at higher z"
+at_07 = np.array([np.polyval(c, 0.7) for c in slope])
+print("fitted u-r at g-r = 0.7 per slice:", np.round(at_07, 3))
+assert np.ptp(at_07) > 0.1, "the same g-r maps to a different u-r at different redshifts"
 
 # %% [markdown]
 # ## 4. Tasks and splits
 #
 # A **task** is the set of galaxies in a redshift window of width 0.005 (about 20 Mpc of depth): one
-# "cosmic slice". The redshift axis 0.01–0.21 is cut into blocks of 0.02 dealt to meta-train,
+# "cosmic slice". The redshift axis 0.01–0.21 is cut into ten blocks of 0.02 dealt to meta-train,
 # meta-test and meta-validation in a repeating pattern, so every split spans the range but no two
 # splits share a redshift interval. Meta-train windows overlap (stride 0.0025) to give more tasks;
 # validation and test windows do not, so their tasks are independent.
+#
+# Eight meta-test slices are too few to judge anything by. So the pattern **rotates**: in fold $f$ the
+# roles shift by $f$ blocks, and over five folds every block is meta-test exactly once (k-fold
+# cross-validation over redshift blocks). Notebook 05 evaluates on all five folds: 40 meta-test slices.
 
 # %%
 data = gt.prepare_galaxy_tasks(galaxies)
@@ -226,7 +286,11 @@ for split in ("train", "val", "test"):
     print(f"{split:>5s}: {len(sizes):3d} tasks, galaxies per task min {min(sizes)} / median {int(np.median(sizes))} / "
           f"max {max(sizes)}, {data.dropped[split]} windows dropped (< 40 galaxies)")
     print(f"RESULT: meta-{split}: {len(sizes)} tasks, median {int(np.median(sizes))} galaxies per task")
-print("blocks:", gt.redshift_splits())
+roles = np.array([[split for _, _, split in gt.redshift_splits(fold)] for fold in range(5)])
+print("block start z:", " ".join(f"{lo:5.2f}" for lo, _, _ in gt.redshift_splits()))
+for fold, row in enumerate(roles):
+    print(f"fold {fold}:      ", " ".join(f"{r:>5s}" for r in row))
+assert all((roles[:, block] == "test").sum() == 1 for block in range(roles.shape[1])), "each block is meta-test once"
 
 # %% [markdown]
 # The assertions that make this notebook a test: no galaxy and no redshift interval in two splits,
@@ -262,15 +326,14 @@ assert all(np.array_equal(a, b) for a, b in zip((xs, ys, xq, yq), again))
 
 support, query, task_ids = sampler.sample_indices(np.random.default_rng(2), n_tasks=4)
 fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), sharey=True)
-col_ui = X_raw[:, names.index("u_minus_i")]
 for ax, s_idx, q_idx, t in zip(axes, support, query, task_ids):
     task = sampler.tasks[t]
-    ax.scatter(col_ui[task.indices], g_r[task.indices], s=3, color="0.85", label="task")
-    ax.scatter(col_ui[q_idx], g_r[q_idx], s=12, color="tab:blue", label=f"query ({Q})")
-    ax.scatter(col_ui[s_idx], g_r[s_idx], s=40, marker="*", color="tab:red", label=f"support (K={K})")
-    ax.set(title=task.name, xlabel="u − i")
+    ax.scatter(g_r[task.indices], u_r[task.indices], s=3, color="0.85", label="task")
+    ax.scatter(g_r[q_idx], u_r[q_idx], s=12, color="tab:blue", label=f"query ({Q})")
+    ax.scatter(g_r[s_idx], u_r[s_idx], s=40, marker="*", color="tab:red", label=f"support (K={K})")
+    ax.set(title=task.name, xlabel="g − r (mag)")
     assert not np.intersect1d(s_idx, q_idx).size
-axes[0].set_ylabel("g − r")
+axes[0].set_ylabel("u − r (mag)")
 axes[0].legend(fontsize=7)
 plt.tight_layout()
 plt.show()
@@ -289,16 +352,18 @@ except gt.TooFewGalaxiesError as error:
 # ## Summary
 # - Cleaning removed duplicate objects, sentinel values, non-physical redshifts and broken photometry,
 #   each step counted.
-# - The target is observed $g-r$ (with errors as weights); the label is Strateva's $u-r \ge 2.22$;
-#   features come from the $u$, $i$, $z$ bands and the spectral subclass only. `photoZ` leaks.
+# - The target is observed $u-r$, the colour a survey without a deep $u$ band lacks; the label is Strateva's
+#   $u-r \ge 2.22$, the target thresholded; features come from $g, r, i, z$ only.
+# - Leaks are measured, not named: no single feature separates the label as well as the re-measured target;
+#   $u-i$ would, and `photoZ` (built from all five bands) lowers the error for the wrong reason.
 # - Missing `subClass` is informative (missing not at random); missing `photoZ` is missing by batch.
 # - Tasks are narrow redshift slices with the redshift hidden; meta-train, meta-validation and meta-test
-#   use disjoint redshift ranges, and the preprocessing is fitted on meta-train only.
+#   use disjoint redshift ranges that rotate over five folds, and the preprocessing is fitted on meta-train
+#   only.
 #
 # ## Exercises
-# 1. Use a colour–magnitude cut instead of Strateva's: call a galaxy red when
-#    $g - r > 0.63 - 0.02\,(M_r + 20)$ needs an absolute magnitude, so first try the observed-frame
-#    version $g - r > 0.7$. How often do the two labels agree?
+# 1. A cut in $g-r$ alone instead of Strateva's $u-r$: call a galaxy red when $g - r > 0.7$. How often do
+#    the two labels agree, and how does that compare with the best $g-r$ cut found by `best_threshold_accuracy`?
 # 2. Make tasks twice as wide (`window=0.01`). How many tasks per split do you get, and how much does
 #    the mapping drift within one task now?
 
@@ -306,7 +371,9 @@ except gt.TooFewGalaxiesError as error:
 # Solution 1
 label_gr = g_r > 0.7
 agreement = np.mean(label_gr == is_red)
-print(f"g-r > 0.7 agrees with u-r >= 2.22 for {agreement:.1%} of galaxies")
+best_score, best_cut, _ = gt.best_threshold_accuracy(g_r, is_red)
+print(f"g-r > 0.7 agrees with u-r >= 2.22 for {agreement:.1%} of galaxies; the best g-r cut is {best_cut:.3f} "
+      f"(balanced accuracy {best_score:.3f})")
 assert agreement > 0.7
 
 # %% tags=["solution"]

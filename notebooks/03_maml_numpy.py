@@ -293,7 +293,7 @@ plt.show()
 #
 # ## 5. The same learner on galaxies
 #
-# The galaxy tasks of notebook 02 are redshift slices; inputs are the 11 features, the output is $g-r$
+# The galaxy tasks of notebook 02 are redshift slices; inputs are the 8 $griz$ features, the output is $u-r$
 # minus the meta-train mean. Nothing in `meta_train` changes: a task sampler is any function of a
 # random generator that returns `(xs, ys, xq, yq)`.
 
@@ -312,10 +312,10 @@ test_batch = test_sampler.sample(np.random.default_rng(4), n_tasks=200)
 curve = mn.adaptation_curve(galaxy.params, *test_batch, inner_lr=0.01, max_steps=10)
 mean_only = np.mean((test_batch[3] - 0.0) ** 2, axis=(1, 2))  # predict the meta-train mean colour
 support_mean = np.mean((test_batch[3] - test_batch[1].mean(axis=1, keepdims=True)) ** 2, axis=(1, 2))
-print(f"meta-test tasks, K={K}: RMSE of g-r  meta-train mean {np.sqrt(mean_only.mean()):.3f}  "
+print(f"meta-test tasks, K={K}: RMSE of u-r  meta-train mean {np.sqrt(mean_only.mean()):.3f}  "
       f"support mean {np.sqrt(support_mean.mean()):.3f}  MAML 0 steps {np.sqrt(curve[0].mean()):.3f}  "
       f"1 step {np.sqrt(curve[1].mean()):.3f}  10 steps {np.sqrt(curve[10].mean()):.3f} mag")
-print(f"RESULT: galaxy g-r RMSE on meta-test (K={K}, 10 steps): {np.sqrt(curve[10].mean()):.3f} mag "
+print(f"RESULT: galaxy u-r RMSE on meta-test (K={K}, 10 steps): {np.sqrt(curve[10].mean()):.3f} mag "
       f"(meta-train mean: {np.sqrt(mean_only.mean()):.3f})")
 assert np.sqrt(curve[10].mean()) < np.sqrt(mean_only.mean()), "the learner must beat a constant colour"
 

@@ -237,9 +237,9 @@ for algorithm in ("maml", "metasgd", "anil"):
     predictor = learner.adapt(test_batch[0], test_batch[1])
     galaxy_rmse[algorithm] = float(np.sqrt(np.mean((predictor.predict(test_batch[2]) - test_batch[3]) ** 2)))
     print(f"{algorithm:>8s}: stopped at iteration {learner.iteration}, best validation loss "
-          f"{min(learner.history['val_loss']):.4f}; meta-test RMSE of g-r {galaxy_rmse[algorithm]:.4f} mag")
+          f"{min(learner.history['val_loss']):.4f}; meta-test RMSE of u-r {galaxy_rmse[algorithm]:.4f} mag")
 constant = float(np.sqrt(np.mean(test_batch[3] ** 2)))
-print(f"RESULT: galaxy meta-test g-r RMSE (K={K}): " + ", ".join(f"{a} {r:.3f}" for a, r in galaxy_rmse.items())
+print(f"RESULT: galaxy meta-test u-r RMSE (K={K}): " + ", ".join(f"{a} {r:.3f}" for a, r in galaxy_rmse.items())
       + f"; constant colour {constant:.3f} mag")
 assert all(rmse < constant for rmse in galaxy_rmse.values())
 
