@@ -20,4 +20,13 @@ follow the course's steps:
 
 __version__ = "0.1.0"
 
-from galmeta.config import MODE, data_home, seed_everything, try_device  # noqa: F401
+_FROM_CONFIG = ("MODE", "data_home", "seed_everything", "try_device")
+
+
+def __getattr__(name):
+    # lazy, so that `galmeta.cli` can report a bad GALMETA_MODE (read by galmeta.config) as a message
+    if name in _FROM_CONFIG:
+        from galmeta import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module 'galmeta' has no attribute {name!r}")

@@ -9,35 +9,50 @@ import sys
 
 
 def _cmd_data_import(args):
-    from galmeta.data import import_snapshot
+    from galmeta.data import active_snapshot, import_snapshot
 
-    target = import_snapshot(args.path, name=args.name)
+    target = import_snapshot(args.path, name=args.name, force=args.force, activate=True if args.use else None)
     print(f"imported {args.path} -> {target}")
+    active = active_snapshot()
+    print(f"the course uses: {'snapshot ' + active if active else 'the embedded table'} "
+          f"(change with `galmeta data use NAME`)")
+
+
+def _cmd_data_use(args):
+    from galmeta.data import use_snapshot
+
+    name = None if args.name == "embedded" else args.name
+    use_snapshot(name)
+    print(f"the course now uses: {'snapshot ' + name if name else 'the embedded table'}")
 
 
 def _cmd_data_fetch(args):
     from galmeta.data import GalaxyQuery, fetch_galaxies
 
-    query = GalaxyQuery(n_rows=args.rows, data_release=args.release, extra=tuple(args.extra))
+    query = GalaxyQuery(n_rows=args.rows, data_release=args.release, extra=tuple(args.extra), page_size=args.page_size)
     if args.show_sql:
         print(query.sql())
         return
-    table = fetch_galaxies(query, refresh=args.refresh)
+    table = fetch_galaxies(query, refresh=args.refresh, timeout=args.timeout)
     print(f"{len(table)} galaxies cached (query {query.cache_key()})")
 
 
 def _cmd_data_info(args):
     from galmeta.config import data_home
-    from galmeta.data import cache_info
+    from galmeta.data import cache_info, embedded_table_path, which_source
 
     home = data_home(create=False)
     entries = cache_info()
     print(f"data home: {home}")
     if not entries:
-        print("  (empty: fetch with `galmeta data fetch` or import with `galmeta data import PATH`)")
+        print("  (no fetched or imported table: fetch with `galmeta data fetch`, import with `galmeta data import PATH`)")
     for e in entries:
-        print(f"  {e['kind']:<8s} {e['name']:<45s} {e['rows'] if e['rows'] is not None else '?':>7} rows  "
-              f"{e['bytes'] / 1e6:6.1f} MB  {e['source']}  {e['when'] or ''}")
+        print(f"  {'*' if e['active'] else ' '} {e['kind']:<8s} {e['name']:<45s} "
+              f"{e['rows'] if e['rows'] is not None else '?':>7} rows  {e['bytes'] / 1e6:6.1f} MB  {e['source']}  "
+              f"{e['when'] or ''}")
+    print(f"  embedded table: {embedded_table_path()}")
+    source = which_source()
+    print(f"the course uses: {source}   (choose with `galmeta data use NAME|embedded`, or GALMETA_SOURCE)")
 
 
 def _cmd_course_run(args):
@@ -68,15 +83,23 @@ def build_parser():
     p = data.add_parser("import", help="import a snapshot file (.csv, .csv.gz, .ecsv, .fits) into the data home")
     p.add_argument("path")
     p.add_argument("--name", help="name in the data home (default: the file name)")
+    p.add_argument("--force", action="store_true", help="replace a different snapshot of the same name")
+    p.add_argument("--use", action="store_true", help="make it the course's table (default: only if none is chosen)")
     p.set_defaults(func=_cmd_data_import)
+    p = data.add_parser("use", help="choose the course's table: an imported snapshot's name, or 'embedded'")
+    p.add_argument("name")
+    p.set_defaults(func=_cmd_data_use)
     p = data.add_parser("fetch", help="fetch the course's galaxy table from SkyServer (needs network)")
     p.add_argument("--rows", type=int, default=25_000)
     p.add_argument("--release", type=int, default=17)
     p.add_argument("--extra", nargs="*", default=[], choices=["size", "shape", "mpa_jhu"])
     p.add_argument("--refresh", action="store_true", help="fetch again even if cached")
+    p.add_argument("--page-size", type=int, default=50_000, help="rows per SkyServer request (at most 500,000)")
+    p.add_argument("--timeout", type=float, default=660.0,
+                   help="seconds to wait for one page (SkyServer itself stops a query after 600)")
     p.add_argument("--show-sql", action="store_true", help="print the SQL and stop")
     p.set_defaults(func=_cmd_data_fetch)
-    p = data.add_parser("info", help="list what is cached or imported")
+    p = data.add_parser("info", help="list what is cached or imported, and which table the course uses")
     p.set_defaults(func=_cmd_data_info)
 
     course = sub.add_parser("course", help="run the notebooks").add_subparsers(dest="action", required=True)
@@ -94,12 +117,15 @@ def build_parser():
 
 
 def main(argv=None):
-    from galmeta.data import GalmetaDataError
-
     args = build_parser().parse_args(argv)
     try:
+        from galmeta.data import GalmetaDataError  # imports galmeta.config, which reads GALMETA_MODE
+
         args.func(args)
-    except (GalmetaDataError, FileNotFoundError, ValueError) as exc:
+    except (ValueError, OSError) as exc:  # includes ConfigError, FileNotFoundError, NotADirectoryError
+        print(f"galmeta: error: {exc}", file=sys.stderr)
+        return 2
+    except GalmetaDataError as exc:
         print(f"galmeta: error: {exc}", file=sys.stderr)
         return 2
     return 0

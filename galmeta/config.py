@@ -21,11 +21,16 @@ from pathlib import Path
 MODES = ("ci", "laptop", "full")
 
 
+class ConfigError(ValueError):
+    """An environment variable of galmeta has a value it does not understand."""
+
+
 def _read_mode() -> str:
     mode = os.environ.get("GALMETA_MODE", "laptop").strip().lower()
     if mode not in MODES:
-        raise ValueError(
-            f"GALMETA_MODE={mode!r} is not one of {MODES}; unset it or choose one of those."
+        raise ConfigError(
+            f"GALMETA_MODE={mode!r} is not one of {', '.join(MODES)}: unset it (laptop mode) or choose one of those, "
+            "e.g. `export GALMETA_MODE=ci` for a quick run."
         )
     return mode
 
@@ -78,8 +83,19 @@ def data_home(path: str | os.PathLike | None = None, create: bool = True) -> Pat
     if path is None:
         path = os.environ.get("GALMETA_DATA") or _default_data_home()
     home = Path(path).expanduser().resolve()
+    if home.exists() and not home.is_dir():
+        raise NotADirectoryError(
+            f"the data home {home} is a file, not a folder. Point GALMETA_DATA at a folder "
+            "(e.g. export GALMETA_DATA=~/galmeta_data) or unset it."
+        )
     if create:
-        home.mkdir(parents=True, exist_ok=True)
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PermissionError(
+                f"cannot create the data home {home} ({exc.strerror or exc}). Point GALMETA_DATA at a folder "
+                "you can write to (e.g. export GALMETA_DATA=~/galmeta_data)."
+            ) from exc
     return home
 
 
@@ -151,3 +167,47 @@ def try_device(prefer: str | None = None):
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def show_progress() -> bool:
+    """Whether progress bars are drawn: not when ``GALMETA_PROGRESS=0`` (batch execution of the notebooks sets it)."""
+    return os.environ.get("GALMETA_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _in_notebook_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
+def progress_bar(iterable=None, disable=None, **kwargs):
+    """A tqdm progress bar that fits where it runs.
+
+    In JupyterLab with ``ipywidgets``: a widget. In a terminal: one line that updates in place.
+    In batch execution (``GALMETA_PROGRESS=0``, set by ``galmeta course run`` and ``make test``) or
+    when ``disable`` is true: nothing, so executed notebooks and the static site stay readable.
+    A notebook kernel without ``ipywidgets`` gets no bar rather than one printed line per update.
+
+    Parameters
+    ----------
+    iterable : iterable, optional
+    disable : bool, optional
+        Force the bar off (True) or on where possible (False); default: :func:`show_progress`.
+    **kwargs
+        Passed to tqdm (``desc``, ``total``, ``unit``, ``mininterval`` ...).
+    """
+    off = (not show_progress()) if disable is None else bool(disable)
+    if _in_notebook_kernel():
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm
+        except ImportError:
+            from tqdm.std import tqdm
+            off = True
+    else:
+        from tqdm.std import tqdm
+        kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, disable=off, **kwargs)

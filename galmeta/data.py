@@ -2,17 +2,20 @@
 
 Introduced in ``notebooks/01_fetch_sdss.py``.
 
-Three ways a table reaches the course, tried in this order by :func:`load_galaxies`:
+Where the course's table comes from, chosen by :func:`load_galaxies` (or
+``GALMETA_SOURCE``):
 
-1. the cache of a live query (``<data home>/sdss/query-<hash>.ecsv``);
-2. an imported snapshot (``<data home>/snapshots/<name>.ecsv``), made by
-   :func:`import_snapshot` or ``galmeta data import PATH``: this is how offline
-   classrooms and CI run;
-3. a live fetch with :func:`fetch_galaxies` (``astroquery.sdss.SDSS.query_sql``),
-   when ``download_if_missing`` is true.
+1. the cache of a live query (``<data home>/sdss/query-<hash>.ecsv``), made by
+   :func:`fetch_galaxies` (``astroquery.sdss.SDSS.query_sql``) or
+   ``galmeta data fetch``;
+2. the active imported snapshot (``<data home>/snapshots/<name>.ecsv``), made by
+   :func:`import_snapshot` or ``galmeta data import PATH``;
+3. the table embedded in the package (``galmeta/datasets/``, with its
+   provenance): a fresh machine without network runs the course on it.
 
-The data home is ``$GALMETA_DATA`` or ``~/galmeta_data`` (see
-:func:`galmeta.config.data_home`). Files are written atomically (a temporary file
+A live fetch happens only when asked for (``GALMETA_SOURCE=live`` or
+``galmeta data fetch``). The data home is ``$GALMETA_DATA``, by default the
+clone's ``data/`` folder (see :func:`galmeta.config.data_home`). Files are written atomically (a temporary file
 renamed into place), so an interrupted fetch never leaves half a table, and a
 failed fetch never touches what is already cached.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -44,11 +48,20 @@ __all__ = [
     "SkyServerError",
     "CorruptCacheError",
     "MissingColumnsError",
+    "MalformedTableError",
+    "SnapshotExistsError",
     "fetch_galaxies",
+    "active_snapshot",
+    "use_snapshot",
+    "embedded_table_path",
     "import_snapshot",
     "load_galaxies",
     "cache_info",
     "validate_table",
+    "exact_ids",
+    "read_table_file",
+    "load_embedded",
+    "which_source",
 ]
 
 BANDS = ("u", "g", "r", "i", "z")
@@ -73,8 +86,8 @@ _DEFAULT_SELECT = (
     ("zWarning", "s.zWarning"),
     ("class", "s.class"),
     ("subClass", "s.subClass"),
-    ("photoZ", "pz.z"),
-    ("photoErr", "pz.zErr"),
+    ("photoZ", "NULLIF(pz.z, -9999)"),
+    ("photoErr", "NULLIF(pz.zErr, -9999)"),
 )
 
 #: Extra columns a live query can add, by group name.
@@ -82,18 +95,19 @@ OPTIONAL_COLUMN_GROUPS = {
     "size": (("petroR50_r", "p.petroR50_r"), ("petroR90_r", "p.petroR90_r")),
     "shape": (("expAB_r", "p.expAB_r"), ("deVAB_r", "p.deVAB_r"), ("fracDeV_r", "p.fracDeV_r")),
     # MPA-JHU value-added catalogue (Brinchmann et al. 2004; Kauffmann et al. 2003; Tremonti et al. 2004)
+    # galSpecExtra writes -9999 for "no estimate": NULLIF turns it into a missing value
     "mpa_jhu": (
-        ("lgm_tot_p50", "gse.lgm_tot_p50"),
-        ("sfr_tot_p50", "gse.sfr_tot_p50"),
-        ("specsfr_tot_p50", "gse.specsfr_tot_p50"),
-        ("oh_p50", "gse.oh_p50"),
+        ("lgm_tot_p50", "NULLIF(gse.lgm_tot_p50, -9999)"),
+        ("sfr_tot_p50", "NULLIF(gse.sfr_tot_p50, -9999)"),
+        ("specsfr_tot_p50", "NULLIF(gse.specsfr_tot_p50, -9999)"),
+        ("oh_p50", "NULLIF(gse.oh_p50, -9999)"),
     ),
 }
 
 #: SkyServer's SQL search returns at most this many rows per query.
 SKYSERVER_MAX_ROWS = 500_000
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _CACHE_FORMAT_VERSION = 1
 
 
@@ -117,8 +131,16 @@ class MissingColumnsError(GalmetaDataError):
     """A table lacks columns the course needs."""
 
 
+class MalformedTableError(GalmetaDataError):
+    """A table has the course's columns, but a value of the wrong type, a blank where a value is needed, or an inexact id."""
+
+
+class SnapshotExistsError(GalmetaDataError):
+    """An import would replace a different snapshot of the same name."""
+
+
 def _identifier(name: str, what: str) -> str:
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise ValueError(
             f"{what}={name!r} is not a plain SQL identifier (letters, digits, underscore); "
             "column names are checked so that no user text is pasted into SQL"
@@ -133,24 +155,33 @@ def _identifier(name: str, what: str) -> str:
 class GalaxyQuery:
     """The course's SkyServer query for spectroscopic galaxies.
 
-    The query joins ``SpecObj`` (science-primary spectra) to ``PhotoObj``
-    (primary photometry) on ``bestObjID``, left-joins the photometric redshifts
-    of ``Photoz`` and, on request, the MPA-JHU ``galSpecExtra`` table. Rows are
-    ordered by ``specObjID`` and pages are cut by ``specObjID`` ranges, so the
-    same query always returns the same rows (no ``ORDER BY newId()``) and a long
-    fetch can resume where it stopped. ``sample_every`` keeps one fibre in N on
-    every plate, which spreads a modest sample over the whole survey instead of
-    the first plates.
+    The query joins ``SpecObj`` (science-primary spectra) to ``PhotoPrimary``
+    (primary photometry, ``mode = 1``) on ``bestObjID``, left-joins the
+    photometric redshifts of ``Photoz`` and, on request, the MPA-JHU
+    ``galSpecExtra`` table (their -9999 "no value" becomes a missing value).
+
+    **What the sample is.** Every spectrum on every plate whose ``fiberID`` is a
+    multiple of ``sample_every`` and that passes the cuts: a systematic one-in-N
+    sample of the whole survey, all plates and all years. It is fetched in pages
+    cut by ``specObjID`` (``ORDER BY specObjID``, keyset paging, so the same query
+    returns the same rows and an interrupted fetch resumes), and then
+    ``n_rows`` of its rows are kept by a seeded random choice (``sample_seed``).
+    Taking the *first* ``n_rows`` by ``specObjID`` instead would give only the
+    lowest-numbered plates (``specObjID`` starts with the plate number), i.e. the
+    SDSS-I era. The cost: the whole strided set is downloaded once (about one
+    spectrum in ``sample_every``).
 
     Parameters
     ----------
-    n_rows : int, default 25000
-        Number of galaxies wanted (fetched in pages of ``page_size``).
+    n_rows : int or None, default 25000
+        Galaxies kept (None: every row of the strided set).
     data_release : int, default 17
     page_size : int, default 50000
         Rows per SkyServer request; at most 500,000 (SkyServer's limit).
     sample_every : int, default 16
         Keep spectra with ``fiberID % sample_every = 0``; 1 keeps all.
+    sample_seed : int, default 0
+        Seed of the random choice of ``n_rows`` rows from the strided set.
     max_mag_err : float, default 0.1
         Quality cut on every band's ``err_*``.
     z_min, z_max : float
@@ -163,16 +194,17 @@ class GalaxyQuery:
 
     Examples
     --------
-    >>> print(GalaxyQuery(n_rows=10, sample_every=1).sql())  # doctest: +ELLIPSIS
+    >>> print(GalaxyQuery(page_size=10, sample_every=1).sql())  # doctest: +ELLIPSIS
     SELECT TOP 10
       s.specObjID AS specObjID,
     ...
     """
 
-    n_rows: int = 25_000
+    n_rows: int | None = 25_000
     data_release: int = 17
     page_size: int = 50_000
     sample_every: int = 16
+    sample_seed: int = 0
     max_mag_err: float = 0.1
     z_min: float = 0.0
     z_max: float = 1.0
@@ -180,16 +212,20 @@ class GalaxyQuery:
     extra_photo_columns: tuple = ()
 
     def __post_init__(self):
-        if int(self.n_rows) < 1:
-            raise ValueError(f"n_rows must be >= 1, got {self.n_rows!r}")
+        if self.n_rows is not None and (isinstance(self.n_rows, bool) or int(self.n_rows) < 1):
+            raise ValueError(f"n_rows must be >= 1 (or None for every row), got {self.n_rows!r}")
         if not 1 <= int(self.page_size) <= SKYSERVER_MAX_ROWS:
             raise ValueError(f"page_size must be between 1 and {SKYSERVER_MAX_ROWS} (SkyServer's row limit), got {self.page_size!r}")
         if int(self.sample_every) < 1:
             raise ValueError(f"sample_every must be >= 1, got {self.sample_every!r}")
         if not (0 < float(self.max_mag_err) <= 10):
             raise ValueError(f"max_mag_err must be in (0, 10], got {self.max_mag_err!r}")
+        if not (math.isfinite(float(self.z_min)) and math.isfinite(float(self.z_max))):
+            raise ValueError(f"z_min and z_max must be finite numbers, got {self.z_min!r} and {self.z_max!r}")
         if not float(self.z_min) < float(self.z_max):
             raise ValueError(f"z_min must be below z_max, got {self.z_min!r} and {self.z_max!r}")
+        if self.n_rows is not None and int(self.n_rows) != self.n_rows:
+            raise ValueError(f"n_rows must be a whole number, got {self.n_rows!r}")
         if not isinstance(self.data_release, int) or not 8 <= self.data_release <= 19:
             raise ValueError(f"data_release must be an integer SDSS release 8..19, got {self.data_release!r}")
         object.__setattr__(self, "extra", tuple(self.extra))
@@ -218,13 +254,13 @@ class GalaxyQuery:
         after_spec_obj_id : int, optional
             Only rows with a larger ``specObjID`` (the previous page's last one).
         top : int, optional
-            Rows in this page; defaults to ``min(n_rows, page_size)``.
+            Rows in this page; defaults to ``page_size``.
         """
-        top = int(top if top is not None else min(self.n_rows, self.page_size))
+        top = int(top if top is not None else self.page_size)
         select = ",\n  ".join(f"{expr} AS {alias}" for alias, expr in self.columns)
         joins = [
             "FROM SpecObj AS s",
-            "  JOIN PhotoObj AS p ON p.objID = s.bestObjID",
+            "  JOIN PhotoPrimary AS p ON p.objID = s.bestObjID",
             "  LEFT OUTER JOIN Photoz AS pz ON pz.objID = p.objID",
         ]
         if "mpa_jhu" in self.extra:
@@ -241,6 +277,7 @@ class GalaxyQuery:
         if int(self.sample_every) > 1:
             where.append(f"s.fiberID % {int(self.sample_every)} = 0")
         if after_spec_obj_id is not None:
+            # a Python int: exact for specObjIDs above 2**63 (plates >= 8192), which int64 would wrap
             where.append(f"s.specObjID > {int(after_spec_obj_id)}")
         return (
             f"SELECT TOP {top}\n  {select}\n" + "\n".join(joins) + "\nWHERE " + "\n  AND ".join(where)
@@ -258,15 +295,28 @@ class GalaxyQuery:
 # ---------------------------------------------------------------------------
 def _atomic_write(table, path: Path):
     """Write an ECSV table so that a crash never leaves a partial file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise GalmetaDataError(
+            f"cannot write into the data home {path.parent} ({exc.strerror or exc}). Point GALMETA_DATA at a "
+            "folder you can write to (e.g. export GALMETA_DATA=~/galmeta_data)."
+        ) from exc
     os.close(fd)
     try:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a shared classroom data home must be readable
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def validate_table(table, source: str, required: Iterable[str] = CORE_COLUMNS, expected_rows: int | None = None):
@@ -312,6 +362,38 @@ def _read_cached(path: Path, required=CORE_COLUMNS):
     return validate_table(table, str(path), required=required, expected_rows=expected)
 
 
+def _sniff(path: Path):
+    """Say what a file really is before a parser gives a confusing message about it."""
+    size = path.stat().st_size
+    if size == 0:
+        raise CorruptCacheError(f"{path} is empty (0 bytes): an interrupted copy? Copy it again from its source.")
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    is_gzip = head[:2] == b"\x1f\x8b"
+    if path.name.lower().endswith(".gz") and not is_gzip:
+        raise CorruptCacheError(
+            f"{path} is named .gz but is not gzip-compressed (it starts with {head[:20]!r}). Rename it without "
+            "'.gz' if it is plain text, or copy the original file again."
+        )
+    if path.name.lower().endswith((".csv", ".ecsv", ".txt", ".csv.gz", ".ecsv.gz", ".txt.gz")):
+        if is_gzip:
+            import gzip
+
+            try:
+                with gzip.open(path, "rb") as handle:
+                    head = handle.read(1 << 16)
+            except (OSError, EOFError) as exc:
+                raise CorruptCacheError(f"{path} is a damaged or truncated gzip file ({exc}): copy it again.") from exc
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.start < len(head) - 4:  # not just a multi-byte character cut by the 64 kB window
+                raise CorruptCacheError(
+                    f"{path} is not UTF-8 text (byte {head[exc.start:exc.start + 1]!r} at offset {exc.start}): a "
+                    "binary file or another encoding. Export the table as UTF-8 CSV, ECSV or FITS."
+                ) from exc
+
+
 def _read_snapshot_file(path: Path):
     from astropy.table import Table
 
@@ -324,6 +406,7 @@ def _read_snapshot_file(path: Path):
         kwargs = dict(format="fits")
     else:
         raise ValueError(f"{path} has an unknown file type; give a .csv, .csv.gz, .ecsv or .fits file")
+    _sniff(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -341,13 +424,96 @@ def _read_snapshot_file(path: Path):
         raise CorruptCacheError(f"cannot parse the snapshot {path} ({type(exc).__name__}: {exc}).") from exc
 
 
-def _normalise_columns(table):
-    """Make SkyServer's and CSV readers' column types uniform."""
+#: Core columns that must hold a number in every row (photoZ/photoErr may be missing, subClass empty).
+_REQUIRED_NUMBERS = ("type", "z", "zErr", "zWarning") + tuple(f"{k}_{b}" for b in BANDS for k in ("dered", "err"))
+_ID_COLUMNS = ("objID", "specObjID")
+
+
+def _row_of(mask) -> int:
+    return int(np.flatnonzero(np.asarray(mask))[0]) + 1
+
+
+def exact_ids(column, name: str, source: str):
+    """An id column as exact integers: int64 when every value fits, else uint64; never float.
+
+    SDSS ``specObjID`` exceeds 2**63 for plates >= 8192, so int64 would wrap it to a negative number, and
+    float64 keeps only 15-16 digits of its 19-20 (distinct galaxies would merge).
+
+    Raises
+    ------
+    MalformedTableError
+        For floats, blanks, negative or non-integer values (naming the column and the first bad row).
+    """
+    mask = np.asarray(getattr(column, "mask", np.zeros(len(column), bool)), bool)
+    if mask.any():
+        raise MalformedTableError(f"{source}: column {name!r} is empty in row {_row_of(mask)}; every galaxy needs its id.")
+    values = np.asarray(column)
+    if values.dtype.kind == "f":
+        raise MalformedTableError(
+            f"{source}: column {name!r} holds floating-point numbers, which cannot represent SDSS ids exactly "
+            f"(e.g. {values[0]!r}). Export the ids as integers or text (in TOPCAT or astropy: as int64/uint64)."
+        )
+    if values.dtype.kind in "iu":
+        if values.dtype.kind == "i" and (values < 0).any():
+            raise MalformedTableError(f"{source}: column {name!r} has a negative id in row {_row_of(values < 0)}.")
+        return values.astype(np.uint64 if values.dtype.kind == "u" and values.max() > np.iinfo(np.int64).max else np.int64)
+    text = np.char.strip(values.astype(str))
+    bad = ~np.char.isdigit(text)
+    if bad.any():
+        row = _row_of(bad)
+        raise MalformedTableError(
+            f"{source}: column {name!r} row {row} is {str(text[row - 1])!r}, not a whole non-negative number."
+        )
+    as_int = [int(v) for v in text]
+    if max(as_int) >= 2 ** 64:
+        raise MalformedTableError(f"{source}: column {name!r} has an id above 2**64 in row {_row_of(np.array(as_int) >= 2 ** 64)}.")
+    dtype = np.uint64 if max(as_int) > np.iinfo(np.int64).max else np.int64
+    return np.array(as_int, dtype=dtype)
+
+
+def _normalise_columns(table, source: str = "the table"):
+    """Make the column types uniform and check them: exact ids, numbers where numbers belong, text for class.
+
+    Raises
+    ------
+    MalformedTableError
+        Naming the column and the first offending row.
+    """
     from astropy.table import MaskedColumn
 
-    for id_column in ("objID", "specObjID"):
-        if id_column in table.colnames and table[id_column].dtype.kind in "iu":
-            table[id_column] = table[id_column].astype(np.int64)
+    for name in _ID_COLUMNS:
+        if name in table.colnames:
+            table[name] = exact_ids(table[name], name, source)
+    for name in _REQUIRED_NUMBERS + ("photoZ", "photoErr"):
+        if name not in table.colnames:
+            continue
+        column = table[name]
+        mask = np.asarray(getattr(column, "mask", np.zeros(len(column), bool)), bool)
+        if column.dtype.kind not in "iuf":
+            text = np.char.strip(np.asarray(column).astype(str))
+            parsed = np.full(len(text), np.nan)
+            bad = np.zeros(len(text), bool)
+            for i, value in enumerate(text):
+                if mask[i] or value == "":
+                    mask[i] = True
+                    continue
+                try:
+                    parsed[i] = float(value)
+                except ValueError:
+                    bad[i] = True
+            if bad.any():
+                row = _row_of(bad)
+                raise MalformedTableError(
+                    f"{source}: column {name!r} must hold numbers but row {row} is {str(text[row - 1])!r}; "
+                    "fix or remove that row and import again."
+                )
+            column = MaskedColumn(parsed, mask=mask, name=name)
+            table[name] = column
+        if name in _REQUIRED_NUMBERS and mask.any():
+            raise MalformedTableError(
+                f"{source}: column {name!r} is empty in row {_row_of(mask)} (and {int(mask.sum()) - 1} more); "
+                "the course needs a value in every row of it."
+            )
     for text_column in ("class", "subClass"):
         if text_column in table.colnames and table[text_column].dtype.kind not in "US":
             # an all-empty text column is read as masked numbers
@@ -360,20 +526,29 @@ def _normalise_columns(table):
 # ---------------------------------------------------------------------------
 # Fetching
 # ---------------------------------------------------------------------------
+#: HTTP statuses worth retrying: the server or a proxy is busy. SkyServer answers an SQL error with
+#: 500, which retrying cannot fix.
+TRANSIENT_HTTP_STATUSES = (429, 502, 503, 504)
+
+
+def _http_status(exc):
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
 def _is_transient(exc: BaseException) -> bool:
     try:
         import requests
     except ImportError:  # pragma: no cover
         requests = None
-    if isinstance(exc, (TimeoutError, ConnectionError)):
-        return True
     if requests is not None:
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return False  # the server is working on it: a retry would only queue the same slow query again
         if isinstance(exc, (requests.exceptions.Timeout, requests.exceptions.ConnectionError)):
             return True
         if isinstance(exc, requests.exceptions.HTTPError):
-            status = getattr(exc.response, "status_code", None)
-            return status is not None and (status >= 500 or status == 429)
-    return False
+            return _http_status(exc) in TRANSIENT_HTTP_STATUSES
+    return isinstance(exc, (TimeoutError, ConnectionError))
 
 
 def _is_offline(exc: BaseException) -> bool:
@@ -384,6 +559,7 @@ def _is_offline(exc: BaseException) -> bool:
 
 def _query_page(sql: str, data_release: int, timeout: float, retries: int, backoff: float):
     """One SkyServer request with a bounded retry on transient failures."""
+    import requests
     from astroquery.exceptions import RemoteServiceError
     from astroquery.sdss import SDSS
 
@@ -400,16 +576,29 @@ def _query_page(sql: str, data_release: int, timeout: float, retries: int, backo
                 f"SkyServer rejected the query: {str(exc)[:500]}. Check the SQL (GalaxyQuery.sql()) and the "
                 "data release; nothing cached was changed."
             ) from exc
+        except requests.exceptions.ReadTimeout as exc:
+            raise NoDataError(
+                f"SkyServer did not answer within {timeout:.0f} s. The query is too slow for one request: lower "
+                "page_size (galmeta data fetch --page-size) or raise --timeout; nothing cached was changed, and "
+                "pages already fetched are kept for the next try."
+            ) from exc
         except Exception as exc:
+            status = _http_status(exc)
+            if status is not None and status not in TRANSIENT_HTTP_STATUSES:
+                text = getattr(exc.response, "text", "") or ""
+                raise SkyServerError(
+                    f"SkyServer answered HTTP {status}: {text.strip()[:500] or exc}. For SkyServer this usually "
+                    "means an error in the SQL (check GalaxyQuery.sql()); nothing cached was changed."
+                ) from exc
             if _is_transient(exc) and attempt <= retries and not _is_offline(exc):
                 time.sleep(backoff * 2 ** (attempt - 1))
                 continue
             if _is_transient(exc):
                 hint = (
-                    "No network? Import an offline snapshot instead: `galmeta data import PATH` "
-                    "(see README, 'Offline and classroom use')."
+                    "No network? The course runs on its embedded table without one; for another table, import "
+                    "a snapshot: `galmeta data import PATH`."
                     if _is_offline(exc)
-                    else "SkyServer may be busy or the query too slow: try again later, or lower page_size."
+                    else "SkyServer may be busy: try again later, or lower page_size."
                 )
                 reason = str(exc)
                 reason = reason if len(reason) < 200 else reason[:90] + " ... " + reason[-100:]
@@ -430,22 +619,22 @@ def fetch_galaxies(
     data_home=None,
     download_if_missing: bool = True,
     refresh: bool = False,
-    timeout: float = 300.0,
+    timeout: float = 660.0,
     retries: int = 2,
     backoff: float = 2.0,
-    progress: bool = True,
+    progress: bool | None = None,
 ):
     """Fetch the course's galaxy table from SkyServer, or load it from the cache.
 
-    The SQL (``GalaxyQuery().sql()``) reads, for the default query::
+    The SQL of one page (``GalaxyQuery().sql()``) reads, for the default query::
 
-        SELECT TOP 25000
+        SELECT TOP 50000
           s.specObjID AS specObjID, p.objID AS objID, p.ra AS ra, p.dec AS dec, p.type AS type,
           p.dered_u AS dered_u, p.err_u AS err_u, ... (g, r, i, z likewise),
           s.z AS z, s.zErr AS zErr, s.zWarning AS zWarning, s.class AS class,
-          s.subClass AS subClass, pz.z AS photoZ, pz.zErr AS photoErr
+          s.subClass AS subClass, NULLIF(pz.z, -9999) AS photoZ, NULLIF(pz.zErr, -9999) AS photoErr
         FROM SpecObj AS s
-          JOIN PhotoObj AS p ON p.objID = s.bestObjID
+          JOIN PhotoPrimary AS p ON p.objID = s.bestObjID
           LEFT OUTER JOIN Photoz AS pz ON pz.objID = p.objID
         WHERE s.class = 'GALAXY' AND s.zWarning = 0 AND s.z BETWEEN 0.0 AND 1.0
           AND s.zErr BETWEEN 0.0 AND 0.1
@@ -453,6 +642,9 @@ def fetch_galaxies(
           AND s.fiberID % 16 = 0
           [AND s.specObjID > <last specObjID of the previous page>]
         ORDER BY s.specObjID
+
+    Pages follow each other until SkyServer returns a short page; then ``n_rows`` rows
+    are kept by a seeded random choice (see :class:`GalaxyQuery`).
 
     Parameters
     ----------
@@ -465,14 +657,15 @@ def fetch_galaxies(
         instead of fetching.
     refresh : bool, default False
         Fetch again even if cached (the old file stays until the new one is complete).
-    timeout : float, default 300
-        Seconds per request.
+    timeout : float, default 660
+        Seconds to wait for one page. SkyServer stops a query after 10 minutes and says so; waiting a little
+        longer lets that message arrive instead of a bare time-out.
     retries : int, default 2
-        Extra attempts on timeouts, connection errors and HTTP 5xx.
+        Extra attempts on connection errors and HTTP 429/502/503/504 (not on time-outs or SQL errors).
     backoff : float, default 2
         Seconds before the first retry; doubled each time.
-    progress : bool, default True
-        tqdm progress bar over pages.
+    progress : bool, optional
+        Progress bar over rows (default: :func:`galmeta.config.show_progress`).
 
     Returns
     -------
@@ -480,7 +673,8 @@ def fetch_galaxies(
         With ``table.meta["galmeta"]`` recording the SQL, release and fetch time.
     """
     from astropy.table import vstack
-    from tqdm.auto import tqdm
+
+    from galmeta.config import progress_bar
 
     query = query or GalaxyQuery()
     home = _data_home(data_home)
@@ -495,13 +689,11 @@ def fetch_galaxies(
         )
 
     page_dir = home / "sdss" / f"pages-{key}"
-    pages, after, remaining, index = [], None, int(query.n_rows), 0
-    n_pages = -(-int(query.n_rows) // int(query.page_size))
-    bar = tqdm(total=int(query.n_rows), disable=not progress, desc="SkyServer rows", unit="row")
+    pages, after, index = [], None, 0
+    bar = progress_bar(desc="SkyServer rows", unit="row", disable=None if progress is None else not progress)
     try:
-        while remaining > 0:
+        while True:
             page_path = page_dir / f"page-{index:04d}.ecsv"
-            top = min(remaining, int(query.page_size))
             if page_path.exists():  # resume an interrupted multi-page fetch
                 try:
                     page = _read_cached(page_path)
@@ -509,48 +701,64 @@ def fetch_galaxies(
                     page_path.unlink()
                     continue
             else:
-                page = _query_page(query.sql(after, top), query.data_release, timeout, retries, backoff)
+                bar.set_postfix_str(f"waiting for page {index + 1} (up to {query.page_size} rows)")
+                page = _query_page(query.sql(after), query.data_release, timeout, retries, backoff)
                 if page is None:  # SkyServer found no (more) rows
                     break
-                page = _normalise_columns(page)
-                validate_table(page, f"SkyServer page {index + 1}/{n_pages}")
+                page = _normalise_columns(page, f"SkyServer page {index + 1}")
+                validate_table(page, f"SkyServer page {index + 1}")
                 page.meta["galmeta"] = {"n_rows": len(page)}
-                if n_pages > 1:
-                    _atomic_write(page, page_path)
+                _atomic_write(page, page_path)
+            last = int(page["specObjID"][-1])
+            if after is not None and last <= after:
+                raise SkyServerError(f"SkyServer page {index + 1} did not advance past specObjID {after}; "
+                                     "the response is not ordered as asked. Nothing cached was changed.")
             pages.append(page)
             bar.update(len(page))
-            remaining -= len(page)
-            after = int(page["specObjID"][-1])
-            index += 1
-            if len(page) < top:
+            after, index = last, index + 1
+            if len(page) < int(query.page_size):
                 break
     finally:
         bar.close()
     if not pages:
         raise SkyServerError("SkyServer returned no rows for the query; loosen the cuts in GalaxyQuery.")
     table = vstack(pages, metadata_conflicts="silent") if len(pages) > 1 else pages[0]
+    n_strided = len(table)
+    if query.n_rows is not None and n_strided > int(query.n_rows):
+        keep = np.sort(np.random.default_rng(query.sample_seed).choice(n_strided, int(query.n_rows), replace=False))
+        table = table[keep]
     table.meta = {
         "galmeta": {
             "format_version": _CACHE_FORMAT_VERSION,
             "source": "SkyServer via astroquery.sdss.SDSS.query_sql",
             "data_release": query.data_release,
-            "sql": query.sql(top=int(query.n_rows)) if n_pages == 1 else query.sql(None, int(query.page_size)),
+            "sql_of_first_page": query.sql(),
             "query": asdict(query),
+            "rows_in_strided_set": n_strided,
             "fetched_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "n_rows": len(table),
         }
     }
     _atomic_write(table, path)
+    for page_file in page_dir.glob("page-*.ecsv"):
+        page_file.unlink()
     if page_dir.exists():
-        for page_file in page_dir.glob("page-*.ecsv"):
-            page_file.unlink()
         page_dir.rmdir()
     return table
 
 
 # ---------------------------------------------------------------------------
-# Snapshots
+# Snapshots and the embedded table
 # ---------------------------------------------------------------------------
+#: The course's default table, shipped inside the package (see galmeta/datasets/PROVENANCE.md).
+EMBEDDED_TABLE = "sdss_galaxies_random_dered_25k.csv.gz"
+
+
+def embedded_table_path() -> Path:
+    """Path of the SDSS table that ships with galmeta (25,000 random DR17-era spectroscopic galaxies; CC0)."""
+    return Path(__file__).resolve().parent / "datasets" / EMBEDDED_TABLE
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -568,7 +776,24 @@ def _snapshot_name(path: Path) -> str:
     return name or "snapshot"
 
 
-def import_snapshot(path, name: str | None = None, data_home=None, overwrite: bool = True):
+def read_table_file(path, source: str | None = None):
+    """Read and check a galaxy table file (.csv, .csv.gz, .ecsv, .fits) without importing it.
+
+    Raises
+    ------
+    CorruptCacheError, MissingColumnsError, MalformedTableError
+        With a message that names the file (and the column and row, where one is at fault).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no snapshot file at {path}; give the path of a .csv(.gz), .ecsv or .fits table")
+    source = source or str(path)
+    table = _read_snapshot_file(path)
+    validate_table(table, source)
+    return _normalise_columns(table, source)
+
+
+def import_snapshot(path, name: str | None = None, data_home=None, force: bool = False, activate: bool | None = None):
     """Import a galaxy table file into the data home for offline use.
 
     Parameters
@@ -579,8 +804,12 @@ def import_snapshot(path, name: str | None = None, data_home=None, overwrite: bo
     name : str, optional
         Name in the data home; defaults to the file name without extensions.
     data_home : path-like, optional
-    overwrite : bool, default True
-        Replace an earlier import of the same name (atomically).
+    force : bool, default False
+        Replace an earlier import of the same name made from a *different* file. Without it, that is an
+        error (re-importing the same file is fine).
+    activate : bool, optional
+        Make this the snapshot the course uses (:func:`active_snapshot`). Default: when no snapshot is
+        active yet.
 
     Returns
     -------
@@ -588,36 +817,77 @@ def import_snapshot(path, name: str | None = None, data_home=None, overwrite: bo
         The imported file, ``<data home>/snapshots/<name>.ecsv``.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no snapshot file at {path}; give the path of a .csv(.gz), .ecsv or .fits table")
-    table = _normalise_columns(_read_snapshot_file(path))
-    validate_table(table, str(path))
+    table = read_table_file(path)
     name = name or _snapshot_name(path)
     _identifier(name.replace("-", "_").replace(".", "_"), "name")
-    target = _data_home(data_home) / "snapshots" / f"{name}.ecsv"
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True or another name")
+    home = _data_home(data_home)
+    target = home / "snapshots" / f"{name}.ecsv"
+    digest = _sha256(path)
+    if target.exists() and not force:
+        try:
+            previous = _read_header(target).get("sha256")
+        except Exception:  # an unreadable earlier import is replaced only on request too
+            previous = None
+        if previous != digest:
+            raise SnapshotExistsError(
+                f"a different snapshot named {name!r} is already imported ({target}); nothing was changed. "
+                f"Import under another name (--name NEW_NAME) or replace it on purpose with --force."
+            )
     table.meta = {
         "galmeta": {
             "format_version": _CACHE_FORMAT_VERSION,
             "source": f"snapshot file {path.name}",
             "original_path": str(path.resolve()),
-            "sha256": _sha256(path),
+            "sha256": digest,
             "imported_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "n_rows": len(table),
         }
     }
     _atomic_write(table, target)
+    if activate or (activate is None and active_snapshot(home) is None):
+        use_snapshot(name, home)
     return target
 
 
-def cache_info(data_home=None) -> list[dict]:
-    """What is in the data home: one dict per table (kind, name, rows, source, path, size)."""
+def _active_file(home: Path) -> Path:
+    return home / "snapshots" / "ACTIVE"
+
+
+def active_snapshot(data_home=None) -> str | None:
+    """Name of the imported snapshot the course uses (set by :func:`use_snapshot`), or None."""
     home = _data_home(data_home, create=False)
+    marker = _active_file(home)
+    if not marker.is_file():
+        return None
+    name = marker.read_text().strip()
+    return name if (home / "snapshots" / f"{name}.ecsv").is_file() else None
+
+
+def use_snapshot(name: str | None, data_home=None):
+    """Make the imported snapshot ``name`` the course's table (``None``: go back to the embedded table)."""
+    home = _data_home(data_home)
+    marker = _active_file(home)
+    if name is None:
+        marker.unlink(missing_ok=True)
+        return None
+    if not (home / "snapshots" / f"{name}.ecsv").is_file():
+        known = [p.stem for p in sorted((home / "snapshots").glob("*.ecsv"))]
+        raise NoDataError(f"no imported snapshot named {name!r} in {home}; imported: {known or 'none'}")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(name + "\n")
+    os.chmod(marker, 0o666 & ~_umask())
+    return name
+
+
+def cache_info(data_home=None) -> list[dict]:
+    """What is in the data home: one dict per table (kind, name, rows, source, path, size, active)."""
+    home = _data_home(data_home, create=False)
+    active = active_snapshot(home)
     rows = []
     for kind, pattern in (("query", "sdss/query-*.ecsv"), ("snapshot", "snapshots/*.ecsv")):
         for path in sorted(home.glob(pattern)):
-            entry = {"kind": kind, "name": path.stem, "path": str(path), "bytes": path.stat().st_size}
+            entry = {"kind": kind, "name": path.stem, "path": str(path), "bytes": path.stat().st_size,
+                     "active": kind == "snapshot" and path.stem == active}
             try:
                 meta = _read_header(path)
                 entry.update(rows=meta.get("n_rows"), source=meta.get("source"),
@@ -653,43 +923,88 @@ def _read_header(path: Path) -> dict:
     return meta.get("galmeta", {})
 
 
+def load_embedded():
+    """The SDSS table that ships with galmeta, read and checked like an imported snapshot."""
+    path = embedded_table_path()
+    table = read_table_file(path, source=f"the embedded table {path.name}")
+    table.meta["galmeta"] = {"source": f"embedded table {path.name} (galmeta/datasets, see PROVENANCE.md)",
+                             "n_rows": len(table)}
+    return table
+
+
+#: Where the course's table comes from when no argument says: ``GALMETA_SOURCE`` (``auto``, ``live``,
+#: ``embedded`` or ``snapshot:NAME``).
+SOURCE_VARIABLE = "GALMETA_SOURCE"
+
+
+def which_source(source: str | None = None, data_home=None) -> str:
+    """The source :func:`load_galaxies` will use, resolved (``query``, ``snapshot:NAME``, ``embedded``, ``live``)."""
+    source = (source or os.environ.get(SOURCE_VARIABLE) or "auto").strip()
+    if source not in ("auto", "live", "embedded") and not source.startswith("snapshot:"):
+        raise ValueError(f"{SOURCE_VARIABLE}={source!r} is not one of auto, live, embedded, snapshot:NAME")
+    if source != "auto":
+        return source
+    home = _data_home(data_home, create=False)
+    if (home / "sdss" / f"query-{GalaxyQuery().cache_key()}.ecsv").exists():
+        return "query"
+    active = active_snapshot(home)
+    return f"snapshot:{active}" if active else "embedded"
+
+
 def load_galaxies(query: GalaxyQuery | None = None, data_home=None, download_if_missing: bool = True,
-                  snapshot: str | None = None):
-    """The galaxy table for the course, from the cache, a snapshot, or SkyServer.
+                  snapshot: str | None = None, source: str | None = None):
+    """The galaxy table for the course.
+
+    Which table (``source``, or the environment variable ``GALMETA_SOURCE``):
+
+    ``auto`` (default)
+        the cached live query if there is one, else the active imported snapshot
+        (:func:`use_snapshot`), else the table embedded in the package. Never touches the network.
+    ``live``
+        the cached live query, fetched from SkyServer when missing (needs network).
+    ``embedded``
+        the embedded table.
+    ``snapshot:NAME``
+        an imported snapshot.
 
     Parameters
     ----------
     query : GalaxyQuery, optional
-        The live query whose cache is looked up first (default ``GalaxyQuery()``).
+        The live query (default ``GalaxyQuery()``); giving one implies ``source="live"``.
     data_home : path-like, optional
     download_if_missing : bool, default True
-        Fetch from SkyServer when neither a cache nor a snapshot exists.
+        With ``live``: fetch when not cached.
     snapshot : str, optional
-        Use this imported snapshot by name (skips the query cache).
+        Shorthand for ``source="snapshot:NAME"``.
 
     Returns
     -------
     astropy.table.Table
         ``table.meta["galmeta"]["source"]`` says where it came from.
     """
-    home = _data_home(data_home)
     if snapshot is not None:
-        path = home / "snapshots" / f"{snapshot}.ecsv"
+        source = f"snapshot:{snapshot}"
+    elif query is not None and source is None:
+        source = "live"
+    resolved = which_source(source, data_home)
+    home = _data_home(data_home, create=False)
+    if resolved.startswith("snapshot:"):
+        name = resolved.split(":", 1)[1]
+        path = home / "snapshots" / f"{name}.ecsv"
         if not path.exists():
             known = [p.stem for p in sorted((home / "snapshots").glob("*.ecsv"))]
-            raise NoDataError(f"no imported snapshot named {snapshot!r} in {home}; imported: {known or 'none'}")
+            raise NoDataError(f"no imported snapshot named {name!r} in {home}; imported: {known or 'none'}")
         return _read_cached(path)
+    if resolved == "embedded":
+        return load_embedded()
     query = query or GalaxyQuery()
     cached = home / "sdss" / f"query-{query.cache_key()}.ecsv"
     if cached.exists():
         return _read_cached(cached)
-    snapshots = sorted((home / "snapshots").glob("*.ecsv"), key=lambda p: p.stat().st_mtime, reverse=True)
-    if snapshots:
-        return _read_cached(snapshots[0])
     if not download_if_missing:
         raise NoDataError(
-            f"no galaxy table in {home}: neither a cached query nor an imported snapshot. Either fetch "
-            "with network (`galmeta data fetch`) or import a snapshot file: `galmeta data import PATH` "
-            "(README, 'Offline and classroom use')."
+            f"the live query is not cached in {home} and download_if_missing=False. Fetch it with network "
+            "(`galmeta data fetch`), or use the embedded table (GALMETA_SOURCE=embedded, the default without a "
+            "cache) or an imported snapshot (`galmeta data import PATH`)."
         )
     return fetch_galaxies(query, data_home=home)

@@ -42,6 +42,8 @@ __all__ = [
     "adaptation_predictions",
     "adaptation_curve",
     "meta_gradient",
+    "check_task_batch",
+    "check_inner",
     "Adam",
     "MetaTrainResult",
     "meta_train",
@@ -240,41 +242,63 @@ def _check_params(params):
             raise ValueError(f"params[{i}] contains NaN or inf; re-initialise or lower the meta learning rate")
 
 
-def _check_tasks(params, dtype, **arrays):
-    d_in = params[0][0].shape[0]
-    d_out = params[-1][0].shape[1]
-    out = {}
+def check_task_batch(d_in, d_out, arrays, finite=lambda a: bool(np.all(np.isfinite(a)))):
+    """The rules every learner (NumPy and PyTorch) applies to a batch of tasks, in one place.
+
+    Parameters
+    ----------
+    d_in, d_out : int or None
+        Input and output width of the network (None: not checked, for a generic module).
+    arrays : dict
+        Name (``xs``, ``ys``, ``xq``, ``yq``) -> array or tensor of shape ``(tasks, points, features)``.
+    finite : callable
+        ``finite(array) -> bool``: whether every entry is finite.
+
+    Raises
+    ------
+    ValueError
+        Naming the array and what is wrong with it.
+    """
     n_tasks = None
     for name, value in arrays.items():
+        shape = tuple(value.shape)
+        if len(shape) != 3:
+            raise ValueError(f"{name} must have shape (tasks, points, features); got shape {shape}")
+        want = d_in if name.startswith("x") else d_out
+        if want is not None and shape[2] != want:
+            raise ValueError(f"{name} has {shape[2]} features in its last axis but the network expects {want}")
+        if n_tasks is None:
+            n_tasks = shape[0]
+        elif shape[0] != n_tasks:
+            raise ValueError(f"{name} has {shape[0]} tasks but the first array has {n_tasks}")
+        if shape[0] == 0:
+            raise ValueError(f"{name} has no tasks; pass at least one")
+        if shape[1] == 0:
+            raise ValueError(f"{name} has no points; each task needs at least one support and one query point")
+        if not finite(value):
+            raise ValueError(f"{name} contains NaN or inf; clean or impute the data first (galmeta.tasks)")
+    for sx, sy in (("xs", "ys"), ("xq", "yq")):
+        if sx in arrays and sy in arrays and arrays[sx].shape[1] != arrays[sy].shape[1]:
+            raise ValueError(f"{sx} has {arrays[sx].shape[1]} points per task but {sy} has {arrays[sy].shape[1]}")
+
+
+def _check_tasks(params, dtype, **arrays):
+    out = {}
+    for name, value in arrays.items():
         value = np.asarray(value)
-        if value.ndim != 3:
-            raise ValueError(f"{name} must have shape (tasks, points, features); got shape {value.shape}")
         if not np.issubdtype(value.dtype, np.number):
             raise TypeError(f"{name} must be numeric, got dtype {value.dtype}")
-        want = d_in if name.startswith("x") else d_out
-        if value.shape[2] != want:
-            raise ValueError(
-                f"{name} has {value.shape[2]} features in its last axis but the network expects {want}"
-            )
-        if n_tasks is None:
-            n_tasks = value.shape[0]
-        elif value.shape[0] != n_tasks:
-            raise ValueError(f"{name} has {value.shape[0]} tasks but the first array has {n_tasks}")
-        if value.shape[1] == 0:
-            raise ValueError(f"{name} has no points; each task needs at least one support and one query point")
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"{name} contains NaN or inf; clean or impute the data first (galmeta.tasks)")
-        out[name] = value.astype(dtype, copy=False)
-    for sx, sy in (("xs", "ys"), ("xq", "yq")):
-        if sx in out and sy in out and out[sx].shape[1] != out[sy].shape[1]:
-            raise ValueError(f"{sx} has {out[sx].shape[1]} points per task but {sy} has {out[sy].shape[1]}")
-    return out
+        out[name] = value
+    check_task_batch(params[0][0].shape[0], params[-1][0].shape[1], out)
+    return {name: value.astype(dtype, copy=False) for name, value in out.items()}
 
 
-def _check_inner(inner_lr, inner_steps):
-    if isinstance(inner_steps, bool) or not isinstance(inner_steps, (int, np.integer)) or inner_steps < 1:
-        raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}")
-    if not np.isfinite(inner_lr) or inner_lr < 0:
+def check_inner(inner_lr, inner_steps, min_steps=1):
+    """The inner-loop rules shared by both learners: whole ``inner_steps >= min_steps``, finite ``inner_lr >= 0``."""
+    if isinstance(inner_steps, bool) or not isinstance(inner_steps, (int, np.integer)) or inner_steps < min_steps:
+        raise ValueError(f"inner_steps must be an integer >= {min_steps}, got {inner_steps!r}")
+    if isinstance(inner_lr, bool) or not isinstance(inner_lr, (int, float, np.number)) or not np.isfinite(inner_lr) \
+            or inner_lr < 0:
         raise ValueError(f"inner_lr must be a finite number >= 0, got {inner_lr!r}")
 
 
@@ -322,7 +346,7 @@ def adapt(params, xs, ys, inner_lr, inner_steps=1):
         :func:`forward` on inputs of shape ``(T, N, d_in)``.
     """
     _check_params(params)
-    _check_inner(inner_lr, inner_steps)
+    check_inner(inner_lr, inner_steps)
     dtype = _working_dtype(params, np.asarray(xs))
     data = _check_tasks(params, dtype, xs=xs, ys=ys)
     xs, ys = data["xs"], data["ys"]
@@ -341,7 +365,7 @@ def adaptation_predictions(params, xs, ys, xq, inner_lr, max_steps=10):
     ndarray, shape (max_steps + 1, T, Q, d_out)
     """
     _check_params(params)
-    _check_inner(inner_lr, max(int(max_steps), 1))
+    check_inner(inner_lr, max_steps, min_steps=0)
     dtype = _working_dtype(params, np.asarray(xs))
     data = _check_tasks(params, dtype, xs=xs, ys=ys, xq=xq)
     xs, ys, xq = data["xs"], data["ys"], data["xq"]
@@ -405,7 +429,7 @@ def meta_gradient(params, xs, ys, xq, yq, inner_lr, inner_steps=1, first_order=F
     (1, 40)
     """
     _check_params(params)
-    _check_inner(inner_lr, inner_steps)
+    check_inner(inner_lr, inner_steps)
     dtype = _working_dtype(params, np.asarray(xs), np.asarray(xq))
     data = _check_tasks(params, dtype, xs=xs, ys=ys, xq=xq, yq=yq)
     xs, ys, xq, yq = data["xs"], data["ys"], data["xq"], data["yq"]
@@ -489,7 +513,7 @@ def meta_train(
     inner_steps: int = 1,
     meta_lr: float = 1e-3,
     first_order: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     copy: bool = True,
 ):
     """Meta-train shared parameters with MAML and Adam.
@@ -508,8 +532,8 @@ def meta_train(
         As in :func:`meta_gradient`.
     meta_lr : float, default 1e-3
         Adam step size.
-    progress : bool, default True
-        Show a tqdm progress bar.
+    progress : bool, optional
+        Progress bar (default: on, except in batch execution; :func:`galmeta.config.progress_bar`).
 
     Returns
     -------
@@ -522,7 +546,7 @@ def meta_train(
     """
     import time
 
-    from tqdm.auto import tqdm
+    from galmeta.config import progress_bar
 
     if int(n_iterations) < 0:
         raise ValueError(f"n_iterations must be >= 0, got {n_iterations!r}")
@@ -531,7 +555,8 @@ def meta_train(
     optimiser = Adam(params, lr=meta_lr)
     losses = np.empty(int(n_iterations))
     start = time.perf_counter()
-    bar = tqdm(range(int(n_iterations)), disable=not progress, desc="meta-train (NumPy)", mininterval=1.0)
+    bar = progress_bar(range(int(n_iterations)), disable=None if progress is None else not progress,
+                       desc="meta-train (NumPy)", mininterval=1.0)
     for it in bar:
         xs, ys, xq, yq = sample_tasks(rng)
         loss, grads = meta_gradient(params, xs, ys, xq, yq, inner_lr, inner_steps, first_order)
@@ -541,7 +566,7 @@ def meta_train(
             )
         optimiser.step(params, grads)
         losses[it] = loss
-        if progress and it % 100 == 0:
+        if it % 100 == 0:
             bar.set_postfix(loss=f"{loss:.3f}")
     seconds = time.perf_counter() - start
     return MetaTrainResult(params=params, losses=losses, iterations=int(n_iterations), seconds=seconds)

@@ -27,7 +27,9 @@ et al. 2020) and ``"reptile"`` (Nichol et al. 2018).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import warnings
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ import torch
 from torch import nn
 
 from galmeta.config import DEFAULT_SEED, try_device
+from galmeta.maml_numpy import check_inner, check_task_batch
 
 __all__ = [
     "MLP",
@@ -116,20 +119,23 @@ def _task_mse(out, y):
     return ((out - y) ** 2).mean(dim=(-2, -1))
 
 
-def _check_batch(xs, ys, xq=None, yq=None):
+def _finite(tensor) -> bool:
+    return bool(torch.isfinite(tensor).all())
+
+
+def _check_batch(xs, ys, xq=None, yq=None, d_in=None, d_out=None):
+    """The NumPy learner's rules (:func:`galmeta.maml_numpy.check_task_batch`), applied to tensors."""
     arrays = {"xs": xs, "ys": ys} if xq is None else {"xs": xs, "ys": ys, "xq": xq, "yq": yq}
-    n_tasks = xs.shape[0] if xs.dim() == 3 else None
-    for name, value in arrays.items():
-        if value.dim() != 3:
-            raise ValueError(f"{name} must have shape (tasks, points, features); got {tuple(value.shape)}")
-        if value.shape[0] != n_tasks:
-            raise ValueError(f"{name} has {value.shape[0]} tasks but xs has {n_tasks}")
-        if not torch.isfinite(value).all():
-            raise ValueError(f"{name} contains NaN or inf; clean or impute the data first (galmeta.tasks)")
-    if xs.shape[1] != ys.shape[1]:
-        raise ValueError(f"xs has {xs.shape[1]} points per task but ys has {ys.shape[1]}")
-    if xq is not None and xq.shape[1] != yq.shape[1]:
-        raise ValueError(f"xq has {xq.shape[1]} points per task but yq has {yq.shape[1]}")
+    check_task_batch(d_in, d_out, arrays, finite=_finite)
+
+
+def _as_like(value, reference):
+    """A NumPy array or tensor as a tensor of ``reference``'s dtype and device."""
+    if not torch.is_tensor(value):
+        value = np.asarray(value)
+        if not np.issubdtype(value.dtype, np.number):
+            raise TypeError(f"task arrays must be numeric, got dtype {value.dtype}")
+    return torch.as_tensor(value, dtype=reference.dtype, device=reference.device)
 
 
 def meta_gradient(params, xs, ys, xq, yq, inner_lr, inner_steps=1, first_order=False):
@@ -151,9 +157,10 @@ def meta_gradient(params, xs, ys, xq, yq, inner_lr, inner_steps=1, first_order=F
     meta_loss : float
     grads : list of (dW, db) tensors
     """
-    if isinstance(inner_steps, bool) or int(inner_steps) != inner_steps or inner_steps < 1:
-        raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}")
-    _check_batch(xs, ys, xq, yq)
+    check_inner(inner_lr, inner_steps)
+    reference = params[0][0]
+    xs, ys, xq, yq = (_as_like(a, reference) for a in (xs, ys, xq, yq))
+    _check_batch(xs, ys, xq, yq, d_in=reference.shape[0], d_out=params[-1][0].shape[-1])
     leaves = [t.detach().requires_grad_(True) for pair in params for t in pair]
     pairs = [(leaves[2 * i], leaves[2 * i + 1]) for i in range(len(params))]
     n_tasks = xs.shape[0]
@@ -241,13 +248,30 @@ class MetaConfig:
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={self.algorithm!r} is not one of {ALGORITHMS}")
-        if int(self.inner_steps) < 1:
-            raise ValueError(f"inner_steps must be >= 1, got {self.inner_steps!r}")
-        if not (self.inner_lr >= 0 and math.isfinite(self.inner_lr)):
-            raise ValueError(f"inner_lr must be a finite number >= 0, got {self.inner_lr!r}")
-        if int(self.meta_batch) < 1:
-            raise ValueError(f"meta_batch must be >= 1, got {self.meta_batch!r}")
+        check_inner(self.inner_lr, self.inner_steps)
+        if self.eval_inner_steps is not None:
+            _check_steps(self.eval_inner_steps, "eval_inner_steps")
+        if not (isinstance(self.meta_lr, (int, float)) and math.isfinite(self.meta_lr) and self.meta_lr > 0):
+            raise ValueError(f"meta_lr must be a finite number > 0, got {self.meta_lr!r}")
+        for name in ("meta_batch", "reptile_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         self.head_names = tuple(self.head_names)
+
+
+def _check_steps(steps, name="steps"):
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (0: no adaptation), got {steps!r}")
+    return int(steps)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read or does not fit this learner; the learner was left unchanged."""
+
+
+#: What a checkpoint holds (see :meth:`MetaLearner.save`).
+_CHECKPOINT_KEYS = {"model", "inner_lrs", "optimiser", "config", "iteration", "history", "torch_rng"}
 
 
 class MetaLearner:
@@ -272,9 +296,10 @@ class MetaLearner:
     """
 
     def __init__(self, model: nn.Module, config: MetaConfig | None = None, device=None, dtype=torch.float32, **kwargs):
-        self.config = config or MetaConfig(**kwargs)
         if config is not None and kwargs:
             raise TypeError("pass either config or keyword hyperparameters, not both")
+        # a copy: the learner fills in head_names, and the caller's config must not change under them
+        self.config = dataclasses.replace(config) if config is not None else MetaConfig(**kwargs)
         self.device = torch.device(device) if device is not None else try_device()
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype)
@@ -293,6 +318,7 @@ class MetaLearner:
         self.history: dict = {"iteration": [], "train_loss": [], "val_iteration": [], "val_loss": []}
         self.iteration = 0
         self.seconds = 0.0  # wall-clock time of the last fit
+        self.is_fitted_ = False
 
     # -- the inner loop ------------------------------------------------------
     def _adapted(self, xs, ys, steps, create_graph, start=None):
@@ -316,14 +342,28 @@ class MetaLearner:
         return per_task
 
     def _as_tensor(self, array):
-        return torch.as_tensor(np.asarray(array) if not torch.is_tensor(array) else array,
-                               dtype=self.dtype).to(self.device)
+        if not torch.is_tensor(array):
+            array = np.asarray(array)
+            if not np.issubdtype(array.dtype, np.number):
+                raise TypeError(f"task arrays must be numeric, got dtype {array.dtype}")
+        return torch.as_tensor(array, dtype=self.dtype).to(self.device)
+
+    def _widths(self):
+        """(d_in, d_out) of the model when it is an MLP, else (None, None): a generic module checks itself."""
+        return (self.model.sizes[0], self.model.sizes[-1]) if isinstance(self.model, MLP) else (None, None)
+
+    def _check(self, **arrays):
+        d_in, d_out = self._widths()
+        check_task_batch(d_in, d_out, arrays, finite=_finite)
 
     def meta_loss(self, xs, ys, xq, yq, steps=None, create_graph=True):
-        """Mean query loss after adaptation (a tensor, differentiable unless ``create_graph`` is False)."""
+        """Mean query loss after ``steps`` inner steps (default ``config.inner_steps``; 0: no adaptation).
+
+        A tensor, differentiable unless ``create_graph`` is False.
+        """
         xs, ys, xq, yq = (self._as_tensor(a) for a in (xs, ys, xq, yq))
-        _check_batch(xs, ys, xq, yq)
-        steps = steps or self.config.inner_steps
+        self._check(xs=xs, ys=ys, xq=xq, yq=yq)
+        steps = _check_steps(self.config.inner_steps if steps is None else steps)
         second_order = create_graph and self.config.algorithm in ("maml", "metasgd", "anil")
         per_task = self._adapted(xs, ys, steps, create_graph=second_order)
         return _task_mse(_batched_forward(self.model, per_task, xq), yq).mean()
@@ -362,7 +402,7 @@ class MetaLearner:
 
     # -- training loop -------------------------------------------------------
     def fit(self, sample_tasks: Callable, n_iterations: int, val_tasks=None, eval_every: int = 100,
-            patience: int | None = None, checkpoint: str | Path | None = None, progress: bool = True,
+            patience: int | None = None, checkpoint: str | Path | None = None, progress: bool | None = None,
             rng: np.random.Generator | None = None):
         """Meta-train.
 
@@ -380,22 +420,48 @@ class MetaLearner:
             Stop after this many evaluations without improvement; the best
             parameters are restored at the end.
         checkpoint : path, optional
-            Saved at every evaluation (model, optimiser, config, seed, history, rng).
+            Saved every ``eval_every`` iterations and at the end (model, optimiser, config, seed, history, rng),
+            with or without ``val_tasks``.
+        progress : bool, optional
+            Progress bar (default: on, except in batch execution; :func:`galmeta.config.progress_bar`).
         rng : numpy.random.Generator, optional
             Default: seeded from ``config.seed``.
-        """
-        from tqdm.auto import tqdm
 
+        Raises
+        ------
+        FloatingPointError
+            When the meta-loss stops being finite, or grows a million-fold over its first values (a
+            ``RuntimeWarning`` comes first, at a thousand-fold): training diverges.
+        """
+        from galmeta.config import progress_bar
+
+        if isinstance(n_iterations, bool) or not isinstance(n_iterations, (int, np.integer)) or n_iterations < 0:
+            raise ValueError(f"n_iterations must be an integer >= 0, got {n_iterations!r}")
+        if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
+            raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
         rng = rng or np.random.default_rng(self.config.seed + self.iteration)
         best, best_state, bad_evals = math.inf, None, 0
         start = time.perf_counter()
-        bar = tqdm(range(int(n_iterations)), disable=not progress, desc=f"meta-train ({self.config.algorithm})",
-                   mininterval=1.0)
+        bar = progress_bar(range(int(n_iterations)), disable=None if progress is None else not progress,
+                           desc=f"meta-train ({self.config.algorithm})", mininterval=1.0)
+        first_losses, warned = [], False
         for _ in bar:
             batch = sample_tasks(rng, self.config.meta_batch)
             loss = self.step(*batch)
             self.history["iteration"].append(self.iteration)
             self.history["train_loss"].append(loss)
+            if len(first_losses) < 10:
+                first_losses.append(loss)
+            reference = float(np.median(first_losses))
+            if reference > 0 and loss > 1e6 * reference:
+                raise FloatingPointError(
+                    f"meta-loss grew from about {reference:.3g} to {loss:.3g} by iteration {self.iteration}: training "
+                    "diverges. Lower inner_lr or meta_lr (or standardise the targets)."
+                )
+            if reference > 0 and loss > 1e3 * reference and not warned:
+                warnings.warn(f"meta-loss grew from about {reference:.3g} to {loss:.3g} by iteration {self.iteration}; "
+                              "training may be diverging (lower inner_lr or meta_lr)", RuntimeWarning, stacklevel=2)
+                warned = True
             if val_tasks is not None and self.iteration % eval_every == 0:
                 val = self.evaluate(*val_tasks)
                 self.history["val_iteration"].append(self.iteration)
@@ -406,18 +472,35 @@ class MetaLearner:
                     best_state = self._state()
                 else:
                     bad_evals += 1
-                if checkpoint is not None:
-                    self.save(checkpoint)
                 if patience is not None and bad_evals >= patience:
                     break
+            if checkpoint is not None and self.iteration % eval_every == 0:
+                self.save(checkpoint)
         self.seconds = time.perf_counter() - start
         if best_state is not None:
             self._load_state(best_state)
+        self.is_fitted_ = True
+        if checkpoint is not None:
+            self.save(checkpoint)
         return self
 
+    def _default_eval_steps(self, steps):
+        if steps is not None:
+            return _check_steps(steps)
+        return self.config.eval_inner_steps if self.config.eval_inner_steps is not None else self.config.inner_steps
+
+    def _require_fitted(self, what):
+        if not self.is_fitted_:
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError(
+                f"this MetaLearner is not meta-trained yet: call fit() (or load() a checkpoint) before {what}(). "
+                "To adapt from the initial weights on purpose, call fit(None, 0) first."
+            )
+
     def evaluate(self, xs, ys, xq, yq, steps=None) -> float:
-        """Meta-loss on fixed tasks, without updating anything."""
-        loss = self.meta_loss(xs, ys, xq, yq, steps=steps or self.config.eval_inner_steps, create_graph=False)
+        """Meta-loss on fixed tasks after ``steps`` inner steps (default ``eval_inner_steps`` or ``inner_steps``)."""
+        loss = self.meta_loss(xs, ys, xq, yq, steps=self._default_eval_steps(steps), create_graph=False)
         return float(loss.detach())
 
     # -- adapt / predict -------------------------------------------------------
@@ -429,12 +512,13 @@ class MetaLearner:
         support_x : array, shape (K, d_in) for one task or (T, K, d_in)
         support_y : array, shape (K,), (K, d_out) or (T, K, d_out)
         steps : int, optional
-            Inner steps (default ``config.eval_inner_steps`` or ``config.inner_steps``).
+            Inner steps (default ``config.eval_inner_steps`` or ``config.inner_steps``; 0: none).
 
         Returns
         -------
         AdaptedModel
         """
+        self._require_fitted("adapt")
         x, y = self._as_tensor(support_x), self._as_tensor(support_y)
         single = x.dim() == 2
         if single:
@@ -442,8 +526,8 @@ class MetaLearner:
             y = y.reshape(1, x.shape[1], -1)
         elif y.dim() == 2:
             y = y.unsqueeze(-1)
-        _check_batch(x, y)
-        steps = steps or self.config.eval_inner_steps or self.config.inner_steps
+        self._check(xs=x, ys=y)
+        steps = self._default_eval_steps(steps)
         per_task = self._adapted(x, y, steps, create_graph=False)
         return AdaptedModel(self, {n: v.detach() for n, v in per_task.items()}, single)
 
@@ -452,10 +536,12 @@ class MetaLearner:
 
         One pass through the inner loop (cheaper than calling :meth:`adapt` for every step count).
         """
+        self._require_fitted("adaptation_predictions")
+        max_steps = _check_steps(max_steps, "max_steps")
         x, y, xq = self._as_tensor(support_x), self._as_tensor(support_y), self._as_tensor(query_x)
         if y.dim() == 2:
             y = y.unsqueeze(-1)
-        _check_batch(x, y)
+        self._check(xs=x, ys=y, xq=xq)
         per_task = {n: v.detach() for n, v in self._adapted(x, y, 0, create_graph=False).items()}
         predictions = []
         for step in range(int(max_steps) + 1):
@@ -478,7 +564,7 @@ class MetaLearner:
                     self.inner_lrs[n].copy_(v)
 
     def save(self, path):
-        """Save model, learned rates, optimiser, config, iteration, history and RNG state."""
+        """Save model, learned rates, optimiser, config, iteration, history and RNG state (tensors and plain data only)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {**self._state(), "optimiser": self.optimiser.state_dict(), "config": asdict(self.config),
@@ -488,15 +574,80 @@ class MetaLearner:
         tmp.replace(path)
 
     def load(self, path):
-        """Restore a checkpoint written by :meth:`save` (same model architecture)."""
-        payload = torch.load(path, map_location=self.device, weights_only=False)
-        if payload["config"]["algorithm"] != self.config.algorithm:
-            raise ValueError(f"checkpoint is for {payload['config']['algorithm']!r}, learner is {self.config.algorithm!r}")
+        """Restore a checkpoint written by :meth:`save` (same model architecture and algorithm).
+
+        The file is read with ``torch.load(weights_only=True)``, which builds tensors and plain Python data
+        only (a crafted file cannot run code), and checked completely before anything of this learner
+        changes.
+
+        Raises
+        ------
+        CheckpointError
+            Naming the file and what is wrong; the learner is left as it was.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint file at {path}")
+        try:
+            payload = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # truncated zip, not a checkpoint, or objects weights_only refuses
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise CheckpointError(
+                f"{path} is not a readable galmeta checkpoint ({type(exc).__name__}: {reason}). It may be truncated "
+                "(an interrupted copy), or hold Python objects other than tensors and plain data, which galmeta "
+                "refuses to load because they could run code. Nothing was changed."
+            ) from exc
+        self._check_payload(payload, path)
+        trial = copy.deepcopy(self.optimiser)
+        try:
+            trial.load_state_dict(payload["optimiser"])
+        except Exception as exc:
+            raise CheckpointError(f"{path}: the optimiser state does not fit this learner ({exc}). Nothing was changed.") from exc
         self._load_state(payload)
         self.optimiser.load_state_dict(payload["optimiser"])
-        self.iteration, self.history = payload["iteration"], payload["history"]
-        torch.set_rng_state(payload["torch_rng"])
+        self.iteration, self.history = int(payload["iteration"]), payload["history"]
+        torch.set_rng_state(payload["torch_rng"].cpu())
+        self.is_fitted_ = True
         return self
+
+    def _check_payload(self, payload, path):
+        def fail(what):
+            raise CheckpointError(f"{path}: {what}. Nothing was changed.")
+
+        if not isinstance(payload, dict) or not _CHECKPOINT_KEYS <= set(payload):
+            fail(f"not a galmeta checkpoint (expected the entries {sorted(_CHECKPOINT_KEYS)})")
+        config = payload["config"]
+        if not isinstance(config, dict) or config.get("algorithm") != self.config.algorithm:
+            fail(f"checkpoint is for {config.get('algorithm') if isinstance(config, dict) else config!r}, "
+                 f"learner is {self.config.algorithm!r}")
+        own = self.model.state_dict()
+        model = payload["model"]
+        if not isinstance(model, dict) or set(model) != set(own):
+            fail(f"the model's parameters are {sorted(model) if isinstance(model, dict) else model!r}, "
+                 f"this learner's are {sorted(own)}")
+        for name, tensor in model.items():
+            if not torch.is_tensor(tensor) or tensor.shape != own[name].shape:
+                fail(f"parameter {name!r} has shape {getattr(tensor, 'shape', None)}, this model's is {tuple(own[name].shape)}")
+            if not torch.isfinite(tensor).all():
+                fail(f"parameter {name!r} holds NaN or inf")
+        rates = payload["inner_lrs"]
+        if (rates is None) != (self.inner_lrs is None):
+            fail("learned inner rates are missing or unexpected for this algorithm")
+        if rates is not None:
+            if not isinstance(rates, dict) or set(rates) != set(self.inner_lrs):
+                fail("the learned inner rates do not match the model's parameters")
+            for name, tensor in rates.items():
+                if not torch.is_tensor(tensor) or tensor.shape != self.inner_lrs[name].shape:
+                    fail(f"learned rate {name!r} has the wrong shape")
+        iteration = payload["iteration"]
+        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+            fail(f"iteration is {iteration!r}, not a whole number >= 0")
+        history = payload["history"]
+        if not isinstance(history, dict) or set(history) != set(self.history):
+            fail("the training history is malformed")
+        rng = payload["torch_rng"]
+        if not torch.is_tensor(rng) or rng.dtype != torch.uint8:
+            fail("the random-number state is malformed")
 
 
 class AdaptedModel:

@@ -77,14 +77,13 @@ def pretrain_pooled(params, n_iterations, rng, n_points=250, lr=1e-3, progress=F
 
     Returns the trained parameters (a copy).
     """
-    from tqdm.auto import tqdm
-
+    from galmeta.config import progress_bar
     from galmeta.maml_numpy import Adam, loss_and_gradient
 
     params = [(W.copy(), b.copy()) for W, b in params]
     optimiser = Adam(params, lr=lr)
     sample = pooled_sampler(n_points, dtype=params[0][0].dtype)
-    for _ in tqdm(range(int(n_iterations)), disable=not progress, desc="pretrain (pooled)", mininterval=1.0):
+    for _ in progress_bar(range(int(n_iterations)), disable=not progress, desc="pretrain (pooled)", mininterval=1.0):
         x, y = sample(rng)
         _, grads = loss_and_gradient(params, x, y)
         optimiser.step(params, [(dW[0], db[0]) for dW, db in grads])

@@ -143,17 +143,20 @@ def clean_galaxies(table):
 
     from galmeta.data import validate_table
 
+    from galmeta.data import _normalise_columns, exact_ids
+
     validate_table(table, "the galaxy table")
+    table = _normalise_columns(table.copy(copy_data=False), "the galaxy table")  # types checked, ids exact
     report = CleaningReport(n_input=len(table))
-    columns = {name: _column(table, name) for name in table.colnames if name not in ("class", "subClass", "source_file")}
+    ids = {name: exact_ids(table[name], name, "the galaxy table") for name in ("objID", "specObjID") if name in table.colnames}
+    # numbers become float with NaN for missing; other text columns (source_file, notes) pass through as text
+    columns = {name: (_column(table, name) if table[name].dtype.kind in "iufb" else _column(table, name, str))
+               for name in table.colnames if name not in ("class", "subClass", *ids)}
     columns["class"] = _column(table, "class", str)
     subclass = np.char.strip(_column(table, "subClass", str))
     subclass = np.where(np.isin(np.char.lower(subclass), ["null", "none", "nan"]), "", subclass)
     columns["subClass"] = subclass
-    if "objID" in table.colnames:
-        columns["objID"] = np.asarray(table["objID"], dtype=np.int64)
-    if "specObjID" in table.colnames:
-        columns["specObjID"] = np.asarray(table["specObjID"], dtype=np.int64)
+    columns.update(ids)
     keep = np.ones(len(table), bool)
 
     def step(name, new_keep):

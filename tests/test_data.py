@@ -19,11 +19,12 @@ def test_sql_has_the_course_columns_and_cuts():
     sql = GalaxyQuery().sql()
     for column in gd.CORE_COLUMNS:
         assert f"AS {column}" in sql
-    assert "pz.z AS photoZ" in sql and "pz.zErr AS photoErr" in sql
+    assert "NULLIF(pz.z, -9999) AS photoZ" in sql and "NULLIF(pz.zErr, -9999) AS photoErr" in sql
+    assert "JOIN PhotoPrimary AS p ON p.objID = s.bestObjID" in sql, "primary photometry only (mode = 1)"
     assert "s.zWarning = 0" in sql and "p.err_r BETWEEN 0 AND 0.1" in sql
     assert "ORDER BY s.specObjID" in sql
     assert "newid" not in sql.lower()
-    assert sql.startswith("SELECT TOP 25000")
+    assert sql.startswith("SELECT TOP 50000"), "a page of the strided set, not the first n_rows"
 
 
 def test_sql_is_reproducible_and_pages_by_specobjid():
@@ -65,7 +66,7 @@ def test_fetch_parses_caches_and_then_stays_offline(data_home, replay):
     table = gd.fetch_galaxies(query, progress=False)
     assert len(table) == 6 and len(fake.calls) == 1
     assert table["objID"].dtype == np.int64
-    assert table.meta["galmeta"]["sql"].startswith("SELECT TOP 10")
+    assert table.meta["galmeta"]["sql_of_first_page"].startswith("SELECT TOP 50000")
     cached = list((data_home / "sdss").glob("query-*.ecsv"))
     assert len(cached) == 1
 
@@ -84,9 +85,11 @@ def test_multi_page_fetch_resumes_after_an_interruption(data_home, replay):
     assert not list((data_home / "sdss").glob("query-*.ecsv")), "no half table may be cached"
     assert len(list((data_home / "sdss").glob("pages-*/page-0000.ecsv"))) == 1
 
-    second = replay(lambda sql: fixture_bytes("skyserver_page2.csv"))
+    header_only = fixture_bytes("skyserver_page2.csv").decode().splitlines()[:2]
+    second = replay(lambda sql: fixture_bytes("skyserver_page2.csv") if "s.specObjID > 299489677444950016" in sql
+                    else "\n".join(header_only).encode())  # past the last page SkyServer finds no rows
     table = gd.fetch_galaxies(query, retries=0, progress=False)
-    assert len(second.calls) == 1, "page 1 must come from the resume cache"
+    assert len(second.calls) == 2, "page 1 must come from the resume cache; page 3 is empty"
     assert "s.specObjID > 299489677444950016" in second.calls[0]
     assert len(table) == 6 and np.all(np.diff(np.asarray(table["specObjID"])) > 0)
     assert not list((data_home / "sdss").glob("pages-*"))
@@ -124,9 +127,13 @@ def test_response_with_missing_columns(data_home, replay):
         gd.fetch_galaxies(GalaxyQuery(n_rows=6, sample_every=1), progress=False)
 
 
-def test_no_network_and_no_cache_says_how_to_import(data_home):
-    with pytest.raises(gd.NoDataError, match="galmeta data import"):
-        gd.load_galaxies(download_if_missing=False)
+def test_without_network_or_cache_the_embedded_table_is_used(data_home, replay):
+    replay(lambda sql: AssertionError("the default source never touches the network"))
+    table = gd.load_galaxies()
+    assert len(table) == 25_000 and "embedded" in table.meta["galmeta"]["source"]
+    assert gd.which_source() == "embedded"
+    with pytest.raises(gd.NoDataError, match="galmeta data fetch"):
+        gd.load_galaxies(source="live", download_if_missing=False)
 
 
 # --- the cache and snapshots ----------------------------------------------------
@@ -193,7 +200,7 @@ def test_cli_import_info_and_errors(data_home, tmp_path):
     assert info.returncode == 0 and "snap" in info.stdout and "6 rows" in info.stdout
     bad = run("data", "import", str(tmp_path / "nope.csv"))
     assert bad.returncode == 2 and "no snapshot file" in bad.stderr
-    sql = run("data", "fetch", "--rows", "10", "--show-sql")
+    sql = run("data", "fetch", "--page-size", "10", "--show-sql")
     assert sql.returncode == 0 and sql.stdout.startswith("SELECT TOP 10")
     assert run("--help").returncode == 0
 

@@ -90,7 +90,7 @@ def test_every_algorithm_learns_sinusoids(algorithm):
 
 def test_anil_adapts_only_the_head():
     params, arrays = _problem(3)
-    learner = mt.MetaLearner(mt.MLP.from_numpy(params), algorithm="anil", device="cpu", dtype=torch.float64)
+    learner = mt.MetaLearner(mt.MLP.from_numpy(params), algorithm="anil", device="cpu", dtype=torch.float64).fit(None, 0)
     adapted = learner.adapt(arrays[0], arrays[1], steps=3)
     head = set(learner.config.head_names)
     assert head == {"weights.2", "biases.2"}
@@ -102,7 +102,7 @@ def test_anil_adapts_only_the_head():
 
 def test_estimator_interface_single_and_batched():
     params, arrays = _problem(4, sizes=(2, 16, 16, 1))
-    learner = mt.MetaLearner(mt.MLP.from_numpy(params), device="cpu", dtype=torch.float64)
+    learner = mt.MetaLearner(mt.MLP.from_numpy(params), device="cpu", dtype=torch.float64).fit(None, 0)
     one = learner.adapt(arrays[0][0], arrays[1][0, :, 0], steps=2)
     assert one.predict(arrays[2][0]).shape == (arrays[2].shape[1], 1)
     many = learner.adapt(arrays[0], arrays[1], steps=2)
@@ -132,7 +132,7 @@ def test_checkpoint_resume_continues_exactly(tmp_path):
     for batch in data[2:]:
         resumed.step(*batch)
     np.testing.assert_array_equal(_flat(resumed.model.pairs()), _flat(straight.model.pairs()))
-    with pytest.raises(ValueError, match="checkpoint is for"):
+    with pytest.raises(mt.CheckpointError, match="checkpoint is for"):
         mt.MetaLearner(mt.MLP.from_numpy(init), algorithm="maml", device="cpu", dtype=torch.float64).load(tmp_path / "ckpt.pt")
 
 

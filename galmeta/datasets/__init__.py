@@ -1,0 +1,1 @@
+"""Data that ship with galmeta; see PROVENANCE.md beside this file."""

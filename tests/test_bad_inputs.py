@@ -1,0 +1,365 @@
+"""Nothing silently wrong: every bad input a careful but unlucky user can produce gets a clear message.
+
+Each test feeds one generated bad input to import, cleaning, task building, a learner or the command line,
+and checks the message (and, where a good table was there before, that it still loads unchanged).
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from conftest import fixture_bytes
+from galmeta import data as gd
+from galmeta import maml_numpy as mn
+from galmeta import maml_torch as mt
+from galmeta import tasks as gt
+
+BIG_SPEC_OBJ_ID = 13510798882111488000  # plate 10475 exists in DR17; above 2**63
+
+
+def _csv(tmp_path, name="snap.csv", edit=None, text=None):
+    text = text if text is not None else fixture_bytes("skyserver_all.csv").decode()
+    lines = text.splitlines()
+    if edit:
+        lines = edit(lines)
+    path = tmp_path / name
+    body = "\n".join(lines) + "\n"
+    path.write_bytes(gzip.compress(body.encode()) if name.endswith(".gz") else body.encode())
+    return path
+
+
+def _set_cell(column, row, value):
+    def edit(lines):
+        header = lines[1].split(",")
+        cells = lines[2 + row].split(",")
+        cells[header.index(column)] = value
+        lines[2 + row] = ",".join(cells)
+        return lines
+    return edit
+
+
+@pytest.fixture
+def good_snapshot(data_home, tmp_path):
+    """A good snapshot imported first: every failure below must leave it loading unchanged."""
+    target = gd.import_snapshot(_csv(tmp_path, "course.csv"), name="course")
+    return target, target.read_bytes()
+
+
+def _still_good(good_snapshot):
+    target, before = good_snapshot
+    assert target.read_bytes() == before
+    assert len(gd.load_galaxies()) == 6
+
+
+# --- ids ------------------------------------------------------------------------------------
+def test_spec_obj_ids_above_2_63_stay_exact_through_import_cache_and_cleaning(data_home, tmp_path):
+    path = _csv(tmp_path, edit=_set_cell("specObjID", 0, str(BIG_SPEC_OBJ_ID)))
+    target = gd.import_snapshot(path)
+    table = gd.load_galaxies(snapshot=target.stem)
+    assert table["specObjID"].dtype == np.uint64 and int(table["specObjID"][0]) == BIG_SPEC_OBJ_ID
+    clean, _ = gt.clean_galaxies(table)
+    assert BIG_SPEC_OBJ_ID in {int(v) for v in clean["specObjID"]}
+    assert f"s.specObjID > {BIG_SPEC_OBJ_ID}" in gd.GalaxyQuery().sql(after_spec_obj_id=np.uint64(BIG_SPEC_OBJ_ID))
+
+
+def test_keyset_paging_continues_after_an_id_above_2_63(data_home, replay):
+    text = fixture_bytes("skyserver_page1.csv").decode().splitlines()
+    header = text[1].split(",")
+    row = text[-1].split(",")
+    row[header.index("specObjID")] = str(BIG_SPEC_OBJ_ID)
+    text[-1] = ",".join(row)
+    fake = replay(lambda sql: "\n".join(text).encode() if "specObjID >" not in sql else "\n".join(text[:2]).encode())
+    gd.fetch_galaxies(gd.GalaxyQuery(n_rows=None, page_size=3, sample_every=1), progress=False)
+    assert f"s.specObjID > {BIG_SPEC_OBJ_ID}" in fake.calls[1], "int64 would have wrapped to a negative id"
+
+
+def test_float_ids_are_refused(data_home, tmp_path, good_snapshot):
+    from astropy.table import Table
+
+    table = Table.read(fixture_bytes("skyserver_all.csv").decode(), format="ascii.csv", comment="#")
+    table["objID"] = table["objID"].astype(float)
+    table.write(tmp_path / "floats.fits")
+    with pytest.raises(gd.MalformedTableError, match="objID.*floating-point"):
+        gd.import_snapshot(tmp_path / "floats.fits")
+    _still_good(good_snapshot)
+
+
+# --- types and blanks -----------------------------------------------------------------------------
+@pytest.mark.parametrize("column, value, message", [
+    ("dered_g", "bright", r"'dered_g' must hold numbers but row 2 is 'bright'"),
+    ("zWarning", "", r"'zWarning' is empty in row 2"),
+    ("objID", "", r"'objID' is empty in row 2"),
+    ("objID", "12ab", r"'objID' row 2 is '12ab'"),
+])
+def test_wrong_types_and_blanks_name_the_column_and_row(data_home, tmp_path, good_snapshot, column, value, message):
+    with pytest.raises(gd.MalformedTableError, match=message):
+        gd.import_snapshot(_csv(tmp_path, "bad.csv", edit=_set_cell(column, 1, value)))
+    _still_good(good_snapshot)
+
+
+def test_an_extra_text_column_imports_and_cleans(data_home, tmp_path):
+    def add_notes(lines):
+        lines[1] += ",notes"
+        lines[2:] = [line + ",looks fine" for line in lines[2:]]
+        return lines
+    target = gd.import_snapshot(_csv(tmp_path, "notes.csv", edit=add_notes))
+    clean, report = gt.clean_galaxies(gd.load_galaxies(snapshot=target.stem))
+    assert report.n_output == len(clean) > 0 and set(clean["notes"]) == {"looks fine"}
+
+
+@pytest.mark.parametrize("content, name, message", [
+    (b"", "empty.csv", "is empty"),
+    (b"specObjID,objID\n1,2\n", "plain.csv.gz", "not gzip-compressed"),
+    (b"specObjID,objID\n\xff\xfe\x00\x81 binary\n" + b"x" * 40, "latin.csv", "not UTF-8"),
+])
+def test_files_that_are_not_what_their_names_say(data_home, tmp_path, good_snapshot, content, name, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(gd.CorruptCacheError, match=message):
+        gd.import_snapshot(tmp_path / name)
+    _still_good(good_snapshot)
+
+
+# --- snapshots: never replaced silently, the active one explicit, readable by others ------------------------------
+def test_a_different_file_with_the_same_name_does_not_replace_a_snapshot(data_home, tmp_path, good_snapshot):
+    (tmp_path / "elsewhere").mkdir()
+    other = _csv(tmp_path / "elsewhere", "course.csv", edit=lambda lines: lines[:4])  # parsable, but other galaxies
+    with pytest.raises(gd.SnapshotExistsError, match="--force"):
+        gd.import_snapshot(other)
+    _still_good(good_snapshot)
+    gd.import_snapshot(_csv(tmp_path, "course.csv"), name="course")  # the same file again is fine
+    gd.import_snapshot(other, force=True)
+    assert len(gd.load_galaxies()) == 2
+
+
+def test_with_two_snapshots_the_active_one_is_explicit(data_home, tmp_path, good_snapshot):
+    gd.import_snapshot(_csv(tmp_path, "second.csv", edit=lambda lines: lines[:5]))
+    assert gd.active_snapshot() == "course", "a second import does not take over silently"
+    assert len(gd.load_galaxies()) == 6
+    gd.use_snapshot("second")
+    assert len(gd.load_galaxies()) == 3 and gd.which_source() == "snapshot:second"
+    info = subprocess.run([sys.executable, "-m", "galmeta.cli", "data", "info"], capture_output=True, text=True)
+    assert "* snapshot second" in info.stdout and "the course uses: snapshot:second" in info.stdout
+    gd.use_snapshot(None)
+    assert gd.which_source() == "embedded"
+    with pytest.raises(gd.NoDataError, match="imported: \\['course', 'second'\\]"):
+        gd.use_snapshot("third")
+
+
+def test_written_files_follow_the_umask(data_home, tmp_path):
+    old = os.umask(0o022)
+    try:
+        target = gd.import_snapshot(_csv(tmp_path))
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644, "a shared classroom data home must be readable by others"
+
+
+def test_a_data_home_that_is_a_file_or_cannot_be_made(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv("GALMETA_DATA", str(tmp_path / "a_file"))
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        gd.import_snapshot(_csv(tmp_path))
+    monkeypatch.setenv("GALMETA_DATA", str(tmp_path / "a_file" / "below"))
+    with pytest.raises(PermissionError, match="cannot create the data home"):
+        gd.import_snapshot(_csv(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "galmeta.cli", "data", "import", str(_csv(tmp_path))],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "cannot create the data home" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- the SkyServer query ------------------------------------------------------------------------------
+class _Response:
+    def __init__(self, status, text):
+        self.status_code, self.text = status, text
+
+
+def test_http_500_is_an_sql_error_shown_not_retried(data_home, replay):
+    error = requests.exceptions.HTTPError("500 Server Error", response=_Response(500, "Incorrect syntax near 'FORM'."))
+    fake = replay(lambda sql: error)
+    with pytest.raises(gd.SkyServerError, match="HTTP 500: Incorrect syntax near 'FORM'"):
+        gd.fetch_galaxies(gd.GalaxyQuery(n_rows=6, sample_every=1), retries=3, backoff=0, progress=False)
+    assert len(fake.calls) == 1
+
+
+def test_busy_server_is_retried_and_a_slow_query_is_not(data_home, replay):
+    answers = [requests.exceptions.HTTPError("503", response=_Response(503, "busy")), fixture_bytes("skyserver_all.csv")]
+    fake = replay(lambda sql: answers.pop(0))
+    gd.fetch_galaxies(gd.GalaxyQuery(n_rows=6, sample_every=1), retries=2, backoff=0, progress=False)
+    assert len(fake.calls) == 2
+    fake = replay(lambda sql: requests.exceptions.ReadTimeout("read timed out"))
+    with pytest.raises(gd.NoDataError, match="did not answer within 5 s.*lower page_size"):
+        gd.fetch_galaxies(gd.GalaxyQuery(n_rows=7, sample_every=1), timeout=5, retries=3, backoff=0, progress=False)
+    assert len(fake.calls) == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"z_max": float("inf")}, "finite"), ({"z_min": float("nan")}, "finite"),
+    ({"extra_photo_columns": ("petroR50_r\n",)}, "extra_photo_columns"), ({"n_rows": 0}, "n_rows"),
+])
+def test_query_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gd.GalaxyQuery(**kwargs)
+
+
+def test_the_default_sample_spans_the_survey(data_home, replay):
+    """All pages of the strided set are read, then n_rows kept at random: not the first plates only."""
+    text = fixture_bytes("skyserver_all.csv").decode().splitlines()
+    fake = replay(lambda sql: "\n".join(text).encode() if "specObjID >" not in sql else "\n".join(text[:2]).encode())
+    table = gd.fetch_galaxies(gd.GalaxyQuery(n_rows=3, page_size=6, sample_every=1), progress=False)
+    assert len(fake.calls) == 2 and len(table) == 3
+    assert table.meta["galmeta"]["rows_in_strided_set"] == 6
+    again = gd.fetch_galaxies(gd.GalaxyQuery(n_rows=3, page_size=6, sample_every=1, sample_seed=1), progress=False)
+    assert set(again["specObjID"]) != set(table["specObjID"]) or len(set(table["specObjID"])) == 3
+
+
+# --- the PyTorch learner validates what the NumPy one validates ---------------------------------------------
+def _batch(seed=0, T=3, K=4, Q=5, d_in=2, d_out=1):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(T, n, d)) for n, d in ((K, d_in), (K, d_out), (Q, d_in), (Q, d_out))]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda b, lr: ([b[0], b[1][..., [0, 0]], b[2], b[3]], lr), "ys has 2 features .* expects 1"),
+    (lambda b, lr: ([b[0][..., :1], b[1], b[2], b[3]], lr), "xs has 1 features .* expects 2"),
+    (lambda b, lr: (b, -0.1), "inner_lr must be a finite number >= 0"),
+    (lambda b, lr: (b, float("nan")), "inner_lr must be a finite number >= 0"),
+    (lambda b, lr: ([b[0][:, :0], b[1][:, :0], b[2], b[3]], lr), "xs has no points"),
+])
+def test_both_learners_reject_the_same_bad_batches(change, message):
+    params = mn.init_mlp((2, 8, 1), np.random.default_rng(0))
+    batch, lr = change(_batch(), 0.01)
+    with pytest.raises(ValueError, match=message):
+        mn.meta_gradient(params, *batch, lr)
+    tensors = [(torch.tensor(W), torch.tensor(b)) for W, b in params]
+    with pytest.raises(ValueError, match=message):
+        mt.meta_gradient(tensors, *batch, lr)  # NumPy input is accepted by the PyTorch learner too
+
+
+def test_numpy_input_to_the_pytorch_meta_gradient():
+    params = mn.init_mlp((2, 8, 1), np.random.default_rng(0))
+    tensors = [(torch.tensor(W), torch.tensor(b)) for W, b in params]
+    batch = _batch()
+    loss_np, _ = mt.meta_gradient(tensors, *batch, 0.01)
+    loss_t, _ = mt.meta_gradient(tensors, *(torch.tensor(a) for a in batch), 0.01)
+    assert loss_np == loss_t
+
+
+def _learner(**kwargs):
+    return mt.MetaLearner(mt.MLP.from_numpy(mn.init_mlp((2, 8, 1), np.random.default_rng(0))), device="cpu",
+                          dtype=torch.float64, **kwargs)
+
+
+def test_zero_steps_means_zero_steps():
+    learner = _learner(inner_steps=2, eval_inner_steps=3).fit(None, 0)
+    xs, ys, xq, _ = _batch()
+    before = learner.model(torch.tensor(xq)).detach().numpy()
+    np.testing.assert_allclose(learner.adapt(xs, ys, steps=0).predict(xq), before, rtol=1e-12, atol=1e-15)
+    assert learner.adaptation_predictions(xs, ys, xq, max_steps=0).shape == (1, *xq.shape[:2], 1)
+    assert not np.allclose(learner.adapt(xs, ys).predict(xq), before), "default: eval_inner_steps"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"eval_inner_steps": -2}, "eval_inner_steps"), ({"inner_steps": 0}, "inner_steps"),
+    ({"meta_lr": 0.0}, "meta_lr"), ({"meta_batch": 2.5}, "meta_batch"), ({"inner_lr": float("inf")}, "inner_lr"),
+])
+def test_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        mt.MetaConfig(**kwargs)
+
+
+def test_the_callers_config_is_not_changed():
+    config = mt.MetaConfig(algorithm="anil")
+    learner = mt.MetaLearner(mt.MLP((2, 8, 1)), config=config, device="cpu")
+    assert config.head_names == () and learner.config.head_names == ("weights.1", "biases.1")
+
+
+def test_adapt_before_fit_is_an_error():
+    from sklearn.exceptions import NotFittedError
+
+    xs, ys, xq, _ = _batch()
+    with pytest.raises(NotFittedError, match="call fit"):
+        _learner().adapt(xs, ys)
+
+
+def test_diverging_training_warns_then_stops(monkeypatch):
+    sample = lambda rng, n: [a * 10 for a in _batch(int(rng.integers(1000)), T=n)]
+    with pytest.raises(FloatingPointError, match="diverges|became"):  # inner_lr=50: the loss explodes at once
+        _learner(inner_lr=50.0, inner_steps=3).fit(sample, 200, progress=False)
+    learner = _learner()
+    losses = iter([1.0] * 10 + [5e3, 2e6])  # a loss that grows a thousand-fold, then a million-fold
+    monkeypatch.setattr(learner, "step", lambda *batch: next(losses))
+    with pytest.warns(RuntimeWarning, match="diverging"), pytest.raises(FloatingPointError, match="grew from"):
+        learner.fit(sample, 12, progress=False)
+
+
+def test_a_checkpoint_is_written_without_validation_tasks(tmp_path):
+    sample = lambda rng, n: _batch(int(rng.integers(1000)), T=n)
+    _learner().fit(sample, 7, eval_every=5, checkpoint=tmp_path / "c.pt", progress=False)
+    assert _learner().load(tmp_path / "c.pt").iteration == 7
+
+
+# --- checkpoints --------------------------------------------------------------------------------------
+def test_a_crafted_checkpoint_cannot_run_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"model": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(mt.CheckpointError, match="evil.pt.*refuses to load"):
+        _learner().load(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_a_failed_load_changes_nothing(tmp_path):
+    sample = lambda rng, n: _batch(int(rng.integers(1000)), T=n)
+    source = mt.MetaLearner(mt.MLP((2, 16, 1)), device="cpu", dtype=torch.float64).fit(sample, 3, progress=False)
+    source.save(tmp_path / "other.pt")
+    target = _learner().fit(sample, 2, progress=False)
+    before = [p.detach().clone() for p in target.model.parameters()]
+    with pytest.raises(mt.CheckpointError, match="other.pt.*shape"):
+        target.load(tmp_path / "other.pt")
+    assert target.iteration == 2 and all(torch.equal(a, b) for a, b in zip(before, target.model.parameters()))
+    good = tmp_path / "good.pt"
+    target.save(good)
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:300])
+    with pytest.raises(mt.CheckpointError, match="cut.pt is not a readable galmeta checkpoint"):
+        target.load(tmp_path / "cut.pt")
+    with pytest.raises(mt.CheckpointError, match="no checkpoint file"):
+        target.load(tmp_path / "missing.pt")
+
+
+# --- tasks and configuration -------------------------------------------------------------------------
+def test_task_building_arguments():
+    z = np.random.default_rng(0).uniform(0.01, 0.21, 1000)
+    for kwargs in ({"window": 0}, {"train_stride": 0}, {"window": float("nan")}):
+        with pytest.raises(ValueError, match="positive redshift width"):
+            gt.build_tasks(z, gt.redshift_splits(), **kwargs)
+    with pytest.raises(ValueError, match="finite edges"):
+        gt.build_tasks(z, [(float("nan"), 0.1, "train")])
+    with pytest.raises(ValueError, match="finite z_min < z_max"):
+        gt.redshift_splits(z_max=float("nan"))
+
+
+def test_a_column_of_missing_errors_is_explained_not_cleaned_to_nothing():
+    from test_tasks import synthetic_table
+
+    table = synthetic_table(500)
+    table["err_r"] = np.nan
+    with pytest.raises(gt.TooFewGalaxiesError, match="(?s)cleaning left no galaxy.*missing or out-of-range magnitude"):
+        gt.build_catalogue(table)
+
+
+def test_an_unknown_mode_is_a_clear_message_on_the_command_line():
+    env = {**os.environ, "GALMETA_MODE": "turbo"}
+    done = subprocess.run([sys.executable, "-m", "galmeta.cli", "data", "info"], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and "GALMETA_MODE='turbo' is not one of ci, laptop, full" in done.stderr
+    assert "Traceback" not in done.stderr
