@@ -1,9 +1,11 @@
 # The README's commands. Each target creates the virtual environment first if needed.
 #   make course   set up, then execute every notebook in order and print a summary
-#   make test     set up, then run the unit tests and nbval over the generated notebooks
+#   make test     set up, then run the unit tests, the doctests and nbval over the generated notebooks
 #   make lab      set up, then open JupyterLab on the notebooks
+# Everything goes through one command line, `galmeta` (installed into .venv/bin).
 # Options: GALMETA_MODE=ci|laptop|full (course default: laptop; test: ci),
-#          SNAPSHOT=path/to/table.csv.gz imports an offline snapshot first,
+#          SNAPSHOT=path/to/table.csv.gz imports another galaxy table first and makes it the course's table
+#          (without it the course uses the table embedded in the package),
 #          NOTEBOOKS="01 02" runs a subset with `make course`.
 
 PYTHON ?= python3
@@ -13,7 +15,6 @@ STAMP := $(VENV)/.galmeta-installed
 SNAPSHOT ?=
 NOTEBOOKS ?=
 export GALMETA_DATA ?= $(CURDIR)/data
-export MPLBACKEND ?= Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: setup course test lab import student clean
@@ -26,18 +27,18 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 import: setup
-	@if [ -n "$(SNAPSHOT)" ]; then $(BIN)/galmeta data import "$(SNAPSHOT)"; fi
+	@if [ -n "$(SNAPSHOT)" ]; then $(BIN)/galmeta data import --use "$(SNAPSHOT)"; fi
 
 course: import
 	$(BIN)/galmeta course run $(NOTEBOOKS)
 
 test: import
-	GALMETA_MODE=ci $(BIN)/python -m galmeta.course generate --out build/nbval
-	GALMETA_MODE=ci $(BIN)/python -m pytest -p no:cacheprovider --durations=10 tests build/nbval \
-		--nbval-lax --nbval-current-env
+	GALMETA_MODE=ci $(BIN)/galmeta course generate --out build/nbval
+	GALMETA_MODE=ci GALMETA_PROGRESS=0 $(BIN)/python -m pytest -p no:cacheprovider --durations=10 \
+		--doctest-modules galmeta tests build/nbval --nbval-lax --nbval-current-env
 
 lab: setup
-	$(BIN)/python -m galmeta.course generate --out notebooks
+	$(BIN)/galmeta course generate --out notebooks
 	$(BIN)/jupyter lab notebooks
 
 student: setup

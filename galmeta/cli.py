@@ -69,6 +69,15 @@ def _cmd_student(args):
     print("student copies are clean: no solutions, no outputs")
 
 
+def _cmd_course_generate(args):
+    from pathlib import Path
+
+    from galmeta.course import generate_notebooks
+
+    for path in generate_notebooks(Path(args.out), args.numbers or None, strip_solutions=args.student):
+        print(path)
+
+
 def _cmd_course_render(args):
     from galmeta.course import render_html
 
@@ -106,6 +115,11 @@ def build_parser():
     p = course.add_parser("run", help="execute the notebooks in order into build/course and print a summary")
     p.add_argument("numbers", nargs="*", help="notebook numbers, e.g. 01 02 (default: all)")
     p.set_defaults(func=_cmd_course_run)
+    p = course.add_parser("generate", help="write .ipynb notebooks from the jupytext sources")
+    p.add_argument("numbers", nargs="*", help="notebook numbers (default: all)")
+    p.add_argument("--out", default="build/notebooks", help="target folder (default build/notebooks)")
+    p.add_argument("--student", action="store_true", help="strip cells tagged 'solution'")
+    p.set_defaults(func=_cmd_course_generate)
     p = course.add_parser("render", help="write static HTML of the executed notebooks and an index to build/site")
     p.set_defaults(func=_cmd_course_render)
 

@@ -4,12 +4,11 @@ The notebooks are jupytext ``py:percent`` files in ``notebooks/``; ``.ipynb``
 files are build products. This module generates them (``generate``), executes
 them in order into ``build/course/`` and prints a summary (``run``).
 
-Command line: ``python -m galmeta.course generate --out DIR`` and
-``python -m galmeta.course run [01 02 ...]`` (also ``galmeta course run``).
+Command line: ``galmeta course generate --out DIR``, ``galmeta course run [01 02 ...]`` and
+``galmeta course render``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -162,40 +161,91 @@ def render_html(executed: Path | None = None, out: Path | None = None) -> Path:
     return out / "index.html"
 
 
+#: Environment of batch execution: the inline backend (figures are captured as PNG outputs, whatever
+#: MPLBACKEND the shell has) and no progress bars (they would flood the executed notebook and the site).
+BATCH_ENVIRONMENT = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "GALMETA_PROGRESS": "0"}
+
+
+def execute_notebook(path: Path, timeout: int = 3600, cwd: Path | None = None):
+    """Execute one ``.ipynb`` in place the way ``galmeta course run`` does.
+
+    Returns
+    -------
+    status : str
+        ``"ok"`` or the error's last lines.
+    seconds : float
+    """
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(cwd or repository_root() / "notebooks")}})
+    saved = {key: os.environ.get(key) for key in BATCH_ENVIRONMENT}
+    os.environ.update(BATCH_ENVIRONMENT)  # the kernel inherits this process's environment
+    start = time.perf_counter()
+    status = "ok"
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        status = _short_error(str(exc))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    seconds = time.perf_counter() - start
+    nbformat.write(notebook, path)
+    return status, seconds
+
+
+def _short_error(text: str) -> str:
+    """The part of a cell error a student can act on: the exception line, not 3,000 characters of traceback."""
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)  # no terminal colours
+    lines = [line for line in plain.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception|Warning)\b", line)]
+    return errors[-1] if errors else (lines[-1] if lines else "the notebook failed")
+
+
+def figure_count(notebook) -> int:
+    """Number of PNG figures in an executed notebook's outputs."""
+    return sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+
+
 def run_course(select: list[str] | None = None, out: Path | None = None, timeout: int = 3600) -> list[dict]:
     """Execute the notebooks in order into ``build/course`` and print a summary.
 
     Returns
     -------
     list of dict
-        One entry per notebook: name, seconds, status.
+        One entry per notebook: name, seconds, status, figures, headline results.
     """
     import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
     from galmeta.config import MODE, describe_mode
+    from galmeta.data import which_source
 
     root = repository_root()
     out = Path(out or root / "build" / "course")
     print(describe_mode())
+    print(f"galaxy table: {which_source()} (see `galmeta data info`)")
     summary = []
     for path in generate_notebooks(out, select):
+        status, seconds = execute_notebook(path, timeout, cwd=root / "notebooks")
         notebook = nbformat.read(path, as_version=4)
-        client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(root / "notebooks")}})
-        start = time.perf_counter()
-        status = "ok"
-        try:
-            client.execute()
-        except CellExecutionError as exc:
+        if status != "ok":
+            print(f"\n{path.name} stopped: {status}\n  open {path} to see the cell and its full traceback.",
+                  file=sys.stderr)
             status = "FAILED"
-            print(f"\n{path.name} failed:\n{str(exc)[-3000:]}", file=sys.stderr)
-        seconds = time.perf_counter() - start
-        nbformat.write(notebook, path)
         summary.append({"notebook": path.stem, "seconds": round(seconds, 1), "status": status,
-                        "results": _results_of(notebook)})
-        print(f"  {path.stem:<28s} {seconds:7.1f} s  {status}", flush=True)
+                        "figures": figure_count(notebook), "results": _results_of(notebook)})
+        print(f"  {path.stem:<28s} {seconds:7.1f} s  {status:<6s} {figure_count(notebook):3d} figures", flush=True)
         if status != "ok":
             break
     _write_summary(out / "summary.json", summary)
@@ -237,22 +287,7 @@ def _results_of(notebook) -> list[str]:
     return lines
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m galmeta.course", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="write .ipynb notebooks from the jupytext sources")
-    gen.add_argument("--out", default="build/notebooks", help="target folder")
-    gen.add_argument("--student", action="store_true", help="strip cells tagged 'solution'")
-    gen.add_argument("numbers", nargs="*", help="notebook numbers (default: all)")
-    run = sub.add_parser("run", help="execute the notebooks in order and print a summary")
-    run.add_argument("numbers", nargs="*", help="notebook numbers (default: all)")
-    args = parser.parse_args(argv)
-    if args.command == "generate":
-        for path in generate_notebooks(Path(args.out), args.numbers or None, strip_solutions=args.student):
-            print(path)
-    else:
-        run_course(args.numbers or None)
+if __name__ == "__main__":  # pragma: no cover - one command line: this is `galmeta course ...`
+    from galmeta.cli import main
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+    sys.exit(main(["course", *sys.argv[1:]]))

@@ -51,6 +51,7 @@ __all__ = [
     "MalformedTableError",
     "SnapshotExistsError",
     "fetch_galaxies",
+    "fetch_page",
     "active_snapshot",
     "use_snapshot",
     "embedded_table_path",
@@ -443,6 +444,12 @@ def exact_ids(column, name: str, source: str):
     ------
     MalformedTableError
         For floats, blanks, negative or non-integer values (naming the column and the first bad row).
+
+    Examples
+    --------
+    >>> ids = exact_ids(np.array(["13510798882111488000", "299489677444933632"]), "specObjID", "example")
+    >>> ids.dtype, int(ids[0])
+    (dtype('uint64'), 13510798882111488000)
     """
     mask = np.asarray(getattr(column, "mask", np.zeros(len(column), bool)), bool)
     if mask.any():
@@ -612,6 +619,27 @@ def _query_page(sql: str, data_release: int, timeout: float, retries: int, backo
                     "It may be an error page: check the SQL with GalaxyQuery.sql() in SkyServer's SQL search."
                 ) from exc
             raise
+
+
+def fetch_page(query: GalaxyQuery | None = None, after_spec_obj_id: int | None = None, timeout: float = 60.0,
+               retries: int = 0):
+    """One page of the query, straight from SkyServer, not cached: the smallest live request.
+
+    Notebook 01 uses it to show a live answer when the network is there.
+
+    Raises
+    ------
+    NoDataError
+        No network or no answer in ``timeout`` seconds (quickly, when the host does not resolve).
+    SkyServerError
+        SkyServer answered with an error.
+    """
+    query = query or GalaxyQuery(page_size=100)
+    page = _query_page(query.sql(after_spec_obj_id), query.data_release, timeout, retries, backoff=1.0)
+    if page is None:
+        raise SkyServerError("SkyServer found no rows for this page; loosen the cuts in GalaxyQuery.")
+    page = _normalise_columns(page, "SkyServer page")
+    return validate_table(page, "SkyServer page")
 
 
 def fetch_galaxies(

@@ -32,7 +32,13 @@ __all__ = [
 
 
 def sigma_nmad(residuals, axis=-1):
-    """1.4826 x the median absolute deviation from the median (a robust scatter; equals sigma for a Gaussian)."""
+    """1.4826 x the median absolute deviation from the median (a robust scatter; equals sigma for a Gaussian).
+
+    Examples
+    --------
+    >>> float(sigma_nmad([0.0, 0.1, -0.1, 0.2, 5.0]))  # the 5.0 outlier barely matters
+    0.14826
+    """
     residuals = np.asarray(residuals, float)
     median = np.median(residuals, axis=axis, keepdims=True)
     return 1.4826 * np.median(np.abs(residuals - median), axis=axis)

@@ -294,6 +294,11 @@ def best_threshold_accuracy(values, labels):
     threshold : float
     direction : int
         +1: ``values >= threshold`` predicts the positive class; -1: ``values < threshold`` does.
+
+    Examples
+    --------
+    >>> best_threshold_accuracy([0.1, 0.2, 0.8, 0.9], [False, False, True, True])
+    (1.0, 0.5, 1)
     """
     values, labels = np.asarray(values, float), np.asarray(labels, bool)
     keep = np.isfinite(values)
@@ -315,7 +320,7 @@ def best_threshold_accuracy(values, labels):
     threshold = float(sorted_values[k] if k < values.size else np.inf)
     if 0 < k < values.size:
         threshold = 0.5 * (edges[k] + sorted_values[k])
-    return float(scores[k]), threshold, (1 if upward[k] >= 0.5 else -1)
+    return float(scores[k]), float(threshold), (1 if upward[k] >= 0.5 else -1)
 
 
 @dataclass
@@ -419,6 +424,13 @@ def redshift_splits(fold=0, n_folds=5, z_min=0.01, z_max=0.21, block=0.02):
     Returns
     -------
     list of (z_lo, z_hi, split)
+
+    Examples
+    --------
+    >>> [split for _, _, split in redshift_splits(fold=0)]
+    ['train', 'train', 'test', 'train', 'val', 'train', 'train', 'test', 'train', 'val']
+    >>> [split for _, _, split in redshift_splits(fold=1)][:5]
+    ['val', 'train', 'train', 'test', 'train']
     """
     if not (np.isfinite(z_min) and np.isfinite(z_max) and z_min < z_max):
         raise ValueError(f"need finite z_min < z_max, got z_min={z_min!r}, z_max={z_max!r}")

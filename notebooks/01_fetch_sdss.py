@@ -16,18 +16,18 @@
 #
 # **Learning goals**
 # - read the SkyServer SQL that selects the course's galaxies, and know what each cut is for;
-# - fetch it with `astroquery.sdss.SDSS.query_sql`, or load it from the cache or an offline snapshot;
+# - fetch it with `astroquery.sdss.SDSS.query_sql`, or load the course's own table (embedded, cached or imported);
 # - see the red sequence and the blue cloud in colour–magnitude and colour–colour diagrams;
 # - know how the photometric errors grow with magnitude (they become noise weights later).
 #
 # **Prerequisites:** Python and NumPy; no astronomy beyond "magnitudes are logarithmic fluxes, larger is fainter".
 #
-# **Runtime:** about 4 s from the cache or a snapshot, in laptop and CI mode alike (measured on a 2-core
+# **Runtime:** a few seconds from the embedded table or a cache, in laptop and CI mode alike (measured on a 2-core
 # CPU); no GPU work. A live fetch depends on SkyServer's load and was not timed (our CI has no network).
 #
-# **Data:** with network, `galmeta.data.load_galaxies()` runs the query below once and caches the
-# table in the data home (`$GALMETA_DATA`, by default the `data/` folder of this repository).
-# Without network, import a snapshot first: `galmeta data import PATH` (see the README).
+# **Data:** the course's table (25,000 SDSS galaxies) ships inside the package, so this runs without
+# network. With network, this notebook also asks SkyServer for one small live page; a live table for the
+# whole course is one command away (`galmeta data fetch`, then `GALMETA_SOURCE=live`; see the README).
 
 # %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
 import importlib.util, os, subprocess, sys  # noqa: E401
@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from galmeta.config import describe_mode
-from galmeta.data import CORE_COLUMNS, GalaxyQuery, load_galaxies
+from galmeta.data import CORE_COLUMNS, GalaxyQuery, NoDataError, SkyServerError, fetch_page, load_galaxies
 
 print(describe_mode())
 
@@ -56,9 +56,13 @@ print(describe_mode())
 # * `zWarning = 0` and `zErr ≤ 0.1`: the pipeline trusts the spectroscopic redshift;
 # * `dered_*`: *model magnitudes corrected for Galactic dust* ("dereddened"), positive;
 # * every band's error below 0.1 mag;
-# * `fiberID % 16 = 0`: one fibre in sixteen on every plate, a reproducible way to spread a modest
-#   sample over the whole survey. Pages are cut by `specObjID`, so the same call returns the same rows
-#   (no `ORDER BY newId()`), and a long fetch can resume.
+# * `PhotoPrimary`: the primary photometry of each object (DR17's `PhotoObj` also holds secondary
+#   detections of the same object);
+# * `fiberID % 16 = 0`: one fibre in sixteen on **every** plate, all plates and all years: a systematic
+#   sample of the whole survey. Pages are cut by `specObjID` (`ORDER BY specObjID`, no `ORDER BY newId()`),
+#   so the same call returns the same rows and a long fetch resumes; after the last page, `n_rows` of the
+#   rows are kept by a seeded random choice. (Taking the *first* `n_rows` by `specObjID` would give only the
+#   lowest-numbered plates: `specObjID` starts with the plate number.)
 
 # %%
 query = GalaxyQuery()
@@ -76,13 +80,26 @@ except ValueError as error:
     print("rejected:", error)
 
 # %% [markdown]
-# ## Load the table
+# ## Ask SkyServer, then load the course's table
 #
-# `load_galaxies` looks in the cache of this query, then at imported snapshots, and fetches from
-# SkyServer only if neither exists.
+# `fetch_page` sends one page of the query (100 rows) to SkyServer through
+# `astroquery.sdss.SDSS.query_sql`: the live path, in one call. Without network it fails within a second
+# and we say so in one line.
 
 # %%
-galaxies = load_galaxies(query)
+try:
+    live = fetch_page(GalaxyQuery(page_size=100), timeout=60)
+    print(f"SkyServer answered: {len(live)} galaxies, e.g. specObjID {int(live['specObjID'][0])} at z = {live['z'][0]:.3f}")
+except (NoDataError, SkyServerError) as error:
+    print(f"no live answer from SkyServer ({type(error).__name__}: no network here?); the course uses its own table.")
+
+# %% [markdown]
+# `load_galaxies()` never touches the network. It returns, in this order, the cached live query (after
+# `galmeta data fetch`), the snapshot you chose with `galmeta data import` / `galmeta data use`, or the table
+# embedded in the package (`galmeta/datasets/`, with its provenance and the SDSS acknowledgement).
+
+# %%
+galaxies = load_galaxies()
 source = galaxies.meta["galmeta"]["source"]
 print(f"{len(galaxies)} rows from: {source}")
 print("columns:", galaxies.colnames)
@@ -91,9 +108,9 @@ assert len(galaxies) > 1000
 print(f"RESULT: {len(galaxies)} galaxies loaded ({source})")
 
 # %% [markdown]
-# The offline snapshot that CI uses was queried by someone else with almost the same cuts (its SQL is in
-# the data provenance notes): it has no `ra`/`dec` and no `specObjID`, and has repeated objects that
-# notebook 02 removes.
+# The embedded table was queried by someone else with almost the same cuts (its SQL is in
+# `galmeta/datasets/PROVENANCE.md`): five random draws of 5,000 galaxies each, with no `ra`/`dec` and no
+# `specObjID`, and with repeated objects that notebook 02 removes.
 
 # %%
 galaxies[:5]
@@ -166,7 +183,7 @@ assert np.median(err_u) > np.median(err_r), "u is the noisiest band"
 
 # %% [markdown]
 # ### Sky positions
-# A live query adds `ra` and `dec`; the offline snapshot has none, so this plot appears only with
+# A live query adds `ra` and `dec`; the embedded table has none, so this plot appears only with
 # live data.
 
 # %%
@@ -178,12 +195,12 @@ if "ra" in galaxies.colnames:
     ax.set_title("Sky positions")
     plt.show()
 else:
-    print("no ra/dec in this table (offline snapshot): sky plot skipped")
+    print("no ra/dec in this table (the embedded table has none): sky plot skipped")
 
 # %% [markdown]
 # ## Summary
-# - The course's galaxies come from one reproducible SkyServer query, cached on first use; offline,
-#   a snapshot imported with `galmeta data import` stands in for it.
+# - The live path is one reproducible SkyServer query through astroquery (cached on first use); the course's
+#   own table ships with the package, and `galmeta data import` brings in any other.
 # - Galaxy colours are bimodal: red sequence and blue cloud, split at $u - r = 2.22$.
 # - Errors grow with magnitude and differ between bands; we keep them.
 #

@@ -98,8 +98,9 @@ def test_rendered_page_in_a_headless_browser(tmp_path):
         assert shot.stat().st_size > 5000
 
 
-@pytest.mark.parametrize("args", [[], ["data"], ["data", "import"], ["data", "fetch"], ["data", "info"],
-                                  ["course"], ["course", "run"], ["course", "render"], ["student"]])
+@pytest.mark.parametrize("args", [[], ["data"], ["data", "import"], ["data", "fetch"], ["data", "info"], ["data", "use"],
+                                  ["course"], ["course", "generate"], ["course", "run"], ["course", "render"],
+                                  ["student"]])
 def test_cli_help(args):
     done = subprocess.run([sys.executable, "-m", "galmeta.cli", *args, "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "usage: galmeta" in done.stdout
@@ -138,3 +139,29 @@ def test_summary_keeps_notebooks_not_rerun(tmp_path):
     course._write_summary(path, [{"notebook": "02_b", "seconds": 3.0, "status": "ok", "results": ["x"]}])
     entries = json.loads(path.read_text())["notebooks"]
     assert [(e["notebook"], e["seconds"]) for e in entries] == [("01_a", 1.0), ("02_b", 3.0)]
+
+
+def test_an_executed_notebook_shows_its_figures_and_so_does_its_page(tmp_path, monkeypatch):
+    """Batch execution must capture figures whatever MPLBACKEND the shell exports (it once exported Agg)."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("GALMETA_MODE", "ci")
+    executed = tmp_path / "executed"
+    path = course.generate_notebooks(executed, ["01"])[0]
+    status, _ = course.execute_notebook(path, timeout=600)
+    assert status == "ok", status
+    notebook = nbformat.read(path, as_version=4)
+    assert course.figure_count(notebook) >= 3, "notebook 01 draws at least three figures"
+    text = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "IProgress" not in text and "it/s]" not in text, "no progress-bar output in batch execution"
+    course.render_html(executed, tmp_path / "site")
+    page = (tmp_path / "site" / "01_fetch_sdss.html").read_text()
+    assert page.count("<img") >= 3
+
+
+def test_a_failing_cell_is_reported_in_one_line(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('GALMETA_DATA is wrong: set it')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "01_bad.ipynb"
+    nbformat.write(nb, path)
+    status, _ = course.execute_notebook(path, timeout=120, cwd=tmp_path)
+    assert status == "ValueError: GALMETA_DATA is wrong: set it"
