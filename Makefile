@@ -1,7 +1,8 @@
 # The README's commands. Each target creates the virtual environment first if needed.
 #   make course   set up, then execute every notebook in order and print a summary
 #   make test     set up, then run the unit tests, the doctests and nbval over the generated notebooks
-#   make lab      set up, then open JupyterLab on the notebooks
+#   make lab      set up, then open JupyterLab on the student copies (solutions removed; your edits are kept)
+#   make teacher  set up, then open JupyterLab on the teacher notebooks (with solutions)
 # Everything goes through one command line, `galmeta` (installed into .venv/bin).
 # Options: GALMETA_MODE=ci|laptop|full (course default: laptop; test: ci),
 #          SNAPSHOT=path/to/table.csv.gz imports another galaxy table first and makes it the course's table
@@ -17,7 +18,7 @@ NOTEBOOKS ?=
 export GALMETA_DATA ?= $(CURDIR)/data
 export PYTHONHASHSEED := 0
 
-.PHONY: setup course test lab import student clean
+.PHONY: setup course test lab teacher import student clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +38,12 @@ test: import
 	GALMETA_MODE=ci GALMETA_PROGRESS=0 $(BIN)/python -m pytest -p no:cacheprovider --durations=10 \
 		--doctest-modules galmeta tests build/nbval --nbval-lax --nbval-current-env
 
-lab: setup
-	$(BIN)/galmeta course generate --out notebooks
-	$(BIN)/jupyter lab notebooks
+lab: student
+	$(BIN)/jupyter lab build/student
+
+teacher: setup
+	$(BIN)/galmeta course generate --out build/teacher
+	$(BIN)/jupyter lab build/teacher
 
 student: setup
 	$(BIN)/galmeta student

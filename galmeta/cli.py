@@ -123,9 +123,10 @@ def build_parser():
     p = course.add_parser("render", help="write static HTML of the executed notebooks and an index to build/site")
     p.set_defaults(func=_cmd_course_render)
 
-    p = sub.add_parser("student", help="make student copies (solutions removed, no outputs) in build/student")
+    p = sub.add_parser("student", help="make student copies (solutions removed, no outputs) in ./build/student; "
+                                       "edited copies are kept beside the new ones")
     p.add_argument("numbers", nargs="*", help="notebook numbers (default: all)")
-    p.add_argument("--out", default=None, help="target folder (default build/student)")
+    p.add_argument("--out", default=None, help="target folder (default ./build/student, relative to where you are)")
     p.set_defaults(func=_cmd_student)
     return parser
 

@@ -78,10 +78,36 @@ def _solution_cells(notebook):
 
 
 def make_student_copies(out: Path | None = None, select: list[str] | None = None) -> list[Path]:
-    """Student notebooks: solution cells removed, no outputs, into ``build/student`` (never hand-edit them)."""
-    out = Path(out or repository_root() / "build" / "student")
-    written = generate_notebooks(out, select, strip_solutions=True)
-    check_student_copies(out, select)
+    """Student notebooks: solution cells removed, no outputs, into ``out`` (default ``./build/student``).
+
+    A student's work is never destroyed: where a copy already exists and differs from a fresh one (the
+    student edited or ran it), it is kept beside the new one as ``NAME.kept-YYYYmmdd-HHMMSS.ipynb``.
+
+    Returns
+    -------
+    list of Path
+        The fresh copies.
+    """
+    import tempfile
+
+    out = Path(out or Path.cwd() / "build" / "student")
+    with tempfile.TemporaryDirectory() as staging:
+        fresh = generate_notebooks(Path(staging), select, strip_solutions=True)
+        check_student_copies(Path(staging), select)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for path in fresh:
+            target = out / path.name
+            if target.exists() and target.read_bytes() != path.read_bytes():
+                kept = target.with_name(f"{target.stem}.kept-{stamp}.ipynb")
+                n = 1
+                while kept.exists():  # two regenerations within a second: never overwrite a kept copy
+                    kept, n = target.with_name(f"{target.stem}.kept-{stamp}-{n}.ipynb"), n + 1
+                target.rename(kept)
+                print(f"kept your edited {target.name} as {kept.name}")
+            target.write_bytes(path.read_bytes())
+            written.append(target)
     return written
 
 

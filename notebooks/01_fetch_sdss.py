@@ -119,8 +119,8 @@ galaxies[:5]
 # ## A first look
 #
 # ### Redshift
-# Most galaxies of the SDSS main sample lie at $z \approx 0.02$–$0.2$; the tail to higher redshift is
-# bright red galaxies.
+# Most galaxies of the SDSS main sample lie at $z \approx 0.02$–$0.2$. What lies in the tail beyond is a
+# question of *selection*, measured in the next cell.
 
 # %%
 z = np.asarray(galaxies["z"], float)
@@ -130,6 +130,22 @@ ax.set(xlabel="spectroscopic redshift z", ylabel="galaxies", title="Redshift dis
 plt.show()
 print(f"median z = {np.median(z):.3f}; 90% between {np.percentile(z, 5):.3f} and {np.percentile(z, 95):.3f}")
 assert 0.03 < np.median(z) < 0.3
+
+# %% [markdown]
+# **A selection effect.** The red fraction does not keep rising into the tail; it collapses. The query keeps
+# only galaxies whose $u$ magnitude error is below 0.1 mag, and red galaxies are the faintest in $u$ (that is
+# what being red means). Far away, a red galaxy's $u$ flux is too faint to pass the cut, a blue one's is not:
+# the sample at high redshift is blue by construction, not because the universe is. Every flux-limited
+# sample has such effects; notebook 05 lists this one among its limitations.
+
+# %%
+u_r_all = np.asarray(galaxies["dered_u"], float) - np.asarray(galaxies["dered_r"], float)
+red_by_z = {}
+for lo, hi in ((0.0, 0.05), (0.05, 0.1), (0.1, 0.15), (0.15, 0.2), (0.2, 0.3), (0.3, 1.0)):
+    window = (z >= lo) & (z < hi)
+    red_by_z[(lo, hi)] = (u_r_all[window] >= 2.22).mean()
+    print(f"{lo:.2f} <= z < {hi:.2f}: {window.sum():6d} galaxies, red fraction {red_by_z[(lo, hi)]:.2f}")
+assert red_by_z[(0.3, 1.0)] < red_by_z[(0.1, 0.15)] / 3, "the high-redshift tail is blue: the u-error cut selects it"
 
 # %% [markdown]
 # ### The red sequence and the blue cloud
@@ -152,20 +168,41 @@ axes[1].legend(markerscale=8, loc="lower right")
 plt.tight_layout()
 plt.show()
 
+# %% [markdown]
+# Is the colour distribution really bimodal? A check that can fail: fit one Gaussian and a mixture of two to
+# $u-r$ and compare the Bayesian information criterion (lower is better; BIC charges the mixture for its
+# extra parameters). A single broad population would make the mixture lose.
+
 # %%
-counts, edges = np.histogram(u_r, bins=np.linspace(0.5, 4.0, 36))
-centres = 0.5 * (edges[1:] + edges[:-1])
-blue_peak = centres[np.argmax(np.where(centres < 2.22, counts, 0))]
-red_peak = centres[np.argmax(np.where(centres >= 2.22, counts, 0))]
-print(f"u−r peaks at {blue_peak:.2f} (blue) and {red_peak:.2f} (red); red fraction {red.mean():.2f}")
-assert blue_peak < 2.22 < red_peak, "the colour distribution should be bimodal around the Strateva cut"
-assert 0.2 < red.mean() < 0.8
-print(f"RESULT: red fraction (u-r >= 2.22) = {red.mean():.3f}")
+from sklearn.mixture import GaussianMixture
+
+x = u_r[:, None]
+one, two = (GaussianMixture(n, random_state=0).fit(x) for n in (1, 2))
+bic_one, bic_two = one.bic(x), two.bic(x)
+means = np.sort(two.means_.ravel())
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+grid = np.linspace(0.5, 4.0, 400)
+ax.hist(u_r, bins=np.linspace(0.5, 4.0, 71), density=True, color="0.75", label="galaxies")
+ax.plot(grid, np.exp(one.score_samples(grid[:, None])), "--", color="k", label=f"one Gaussian (BIC {bic_one:,.0f})")
+ax.plot(grid, np.exp(two.score_samples(grid[:, None])), color="tab:red", label=f"two Gaussians (BIC {bic_two:,.0f})")
+ax.axvline(2.22, color="k", lw=0.8, ls=":", label="Strateva cut u − r = 2.22")
+ax.set(xlabel="u − r (mag)", ylabel="density", title="u − r is bimodal")
+ax.legend(fontsize=8)
+plt.show()
+print(f"mixture means {means[0]:.2f} and {means[1]:.2f} mag; BIC one {bic_one:,.0f}, two {bic_two:,.0f}; "
+      f"red fraction {red.mean():.2f}")
+assert bic_two < bic_one - 100, "two populations must describe u - r better than one"
+assert means[0] < 2.22 < means[1], "the Strateva cut lies between the two populations"
+print(f"RESULT: red fraction (u-r >= 2.22) = {red.mean():.3f}; two-population BIC gain {bic_one - bic_two:,.0f}")
 
 # %% [markdown]
 # ### Photometric errors
-# Errors grow as galaxies get fainter, fastest in $u$ (the least sensitive band). They will be kept as
-# noise weights: a colour measured to 0.01 mag deserves more trust than one measured to 0.08.
+# Errors grow as galaxies get fainter. **At the same magnitude**, the figure shows the $z$ band's errors are
+# the largest (its detector is the least sensitive, and the sky is bright there), then $u$. But galaxies are
+# much fainter in $u$ than in the other bands (a median $u$ around 19.3 against $r$ around 17.0), so **per
+# galaxy**, $u$ is by far the noisiest band: that is the use case of notebook 02, where $u$ is the band we do
+# not have. Errors will be kept as noise weights: a colour measured to 0.01 mag deserves more trust than one
+# measured to 0.08.
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
@@ -178,8 +215,14 @@ for band, mag, colour in zip("ugriz", (u, g, r, i, zmag), ("purple", "green", "r
 ax.set(yscale="log", xlabel="dereddened magnitude", ylabel="median error (mag)", title="Errors against magnitude")
 ax.legend()
 plt.show()
-err_u, err_r = np.asarray(galaxies["err_u"], float), np.asarray(galaxies["err_r"], float)
-assert np.median(err_u) > np.median(err_r), "u is the noisiest band"
+errors = {band: np.asarray(galaxies[f"err_{band}"], float) for band in "ugriz"}
+mags = dict(zip("ugriz", (u, g, r, i, zmag)))
+at_18 = {band: np.median(errors[band][(mags[band] > 17.5) & (mags[band] < 18.5)]) for band in "ugriz"}
+per_galaxy = {band: np.median(errors[band]) for band in "ugriz"}
+print("median error at 17.5-18.5 mag:", {b: round(float(v), 4) for b, v in at_18.items()})
+print("median error per galaxy:      ", {b: round(float(v), 4) for b, v in per_galaxy.items()})
+assert max(at_18, key=at_18.get) == "z", "at equal magnitude, z has the largest errors"
+assert max(per_galaxy, key=per_galaxy.get) == "u", "per galaxy, u is the noisiest band"
 
 # %% [markdown]
 # ### Sky positions
@@ -201,8 +244,10 @@ else:
 # ## Summary
 # - The live path is one reproducible SkyServer query through astroquery (cached on first use); the course's
 #   own table ships with the package, and `galmeta data import` brings in any other.
-# - Galaxy colours are bimodal: red sequence and blue cloud, split at $u - r = 2.22$.
-# - Errors grow with magnitude and differ between bands; we keep them.
+# - Galaxy colours are bimodal (two Gaussians beat one by BIC): red sequence and blue cloud, split at
+#   $u - r = 2.22$.
+# - A flux-limited sample with an error cut is selected: its high-redshift tail is blue by construction.
+# - Errors grow with magnitude; at equal magnitude $z$ is the noisiest band, per galaxy $u$ is.
 #
 # ## Exercises
 # 1. How many galaxies fall on each side of the Strateva cut within $0.05 < z < 0.06$? Does the red

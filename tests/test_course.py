@@ -165,3 +165,18 @@ def test_a_failing_cell_is_reported_in_one_line(tmp_path):
     nbformat.write(nb, path)
     status, _ = course.execute_notebook(path, timeout=120, cwd=tmp_path)
     assert status == "ValueError: GALMETA_DATA is wrong: set it"
+
+
+def test_regenerating_student_copies_keeps_a_students_edits(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = course.make_student_copies(select=["01"])
+    assert first[0].parent == tmp_path / "build" / "student", "written relative to the current folder"
+    edited = nbformat.read(first[0], as_version=4)
+    edited.cells.append(nbformat.v4.new_code_cell("my_answer = 42"))
+    nbformat.write(edited, first[0])
+    course.make_student_copies(select=["01"])
+    kept = list((tmp_path / "build" / "student").glob("01_fetch_sdss.kept-*.ipynb"))
+    assert len(kept) == 1 and "my_answer = 42" in kept[0].read_text()
+    assert "my_answer" not in first[0].read_text(), "the fresh copy is clean"
+    course.make_student_copies(select=["01"])  # unchanged copies are simply refreshed, nothing more kept
+    assert len(list((tmp_path / "build" / "student").glob("*.kept-*.ipynb"))) == 1

@@ -1,0 +1,126 @@
+"""What a student sees: JupyterLab in a real (headless) Chromium, running the student copy of notebook 01.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them when missing, as root);
+elsewhere the test is skipped with that message. The screenshot goes to ``build/browser/``.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from galmeta import course
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (BROWSER and DRIVER),
+                                reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
+                                       "chromium-driver; .ci/run installs them)")
+SHOTS = course.repository_root() / "build" / "browser"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """A JupyterLab server on localhost over a folder holding the student copies, as `make lab` opens them."""
+    folder = tmp_path / "lab"
+    course.make_student_copies(folder, ["01"])
+    port, token = _free_port(), secrets.token_hex(16)
+    log = open(tmp_path / "jupyterlab.log", "w")
+    env = {**os.environ, "GALMETA_MODE": "ci"}
+    env.pop("GALMETA_PROGRESS", None)  # JupyterLab is interactive: progress widgets are allowed
+    env.pop("MPLBACKEND", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}",
+         "--LabApp.news_url=", "--ServerApp.port_retries=0"],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                server.kill()
+                pytest.fail("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-2000:])
+            time.sleep(0.5)
+    yield url, token
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = BROWSER
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _wait(condition, seconds, what):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {seconds} s waiting for {what}")
+
+
+def test_a_student_runs_notebook_01_in_jupyterlab_and_sees_its_figures(jupyterlab, browser):
+    from selenium.webdriver.common.by import By
+
+    url, token = jupyterlab
+    browser.get(f"{url}/lab/tree/01_fetch_sdss.ipynb?token={token}")
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"), 120, "the notebook to open")
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")
+          or "Idle" in browser.page_source, 120, "the kernel to start")
+    run_menu = _wait(lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel")
+                              if e.text == "Run"], 30, "the Run menu")
+    run_menu[0].click()
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "li[data-command='runmenu:run-all']"), 30,
+          "Run > Run All Cells")[0].click()
+    cells = browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell")
+
+    def all_ran():
+        prompts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
+        return len(prompts) == len(cells) and all(p.strip().startswith("[") and p.strip()[1:-2].isdigit()
+                                                  for p in prompts)
+
+    _wait(all_ran, 300, "every cell to run")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    figures = browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")
+    browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")[0].location_once_scrolled_into_view
+    browser.save_screenshot(str(SHOTS / "jupyterlab_01_fetch_sdss.png"))
+    errors = [e.text[:300] for e in browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")
+              if e.get_attribute("data-mime-type") == "application/vnd.jupyter.stderr"
+              and ("Traceback" in e.text or "Error" in e.text)]
+    assert not errors, errors
+    assert len(figures) >= 3, f"only {len(figures)} rendered figures in JupyterLab"
+    assert all(f.size["width"] > 100 for f in figures)
