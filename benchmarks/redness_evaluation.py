@@ -47,8 +47,10 @@ def main():
     if args.replot:
         with open(out / "results.pickle", "rb") as handle:
             results = pickle.load(handle)
+        start = time.perf_counter()
         summary_rows, paired_rows = results.write(out, n_resamples=args.resamples)
         print("\n".join(str(p) for p in save_figures(results, paired_rows, summary_rows, out)))
+        print(f"tables and figures in {time.perf_counter() - start:.0f} s")
         return
 
     start = time.perf_counter()

