@@ -174,12 +174,17 @@ def render_html(executed: Path | None = None, out: Path | None = None) -> Path:
     for path in notebooks:
         notebook = nbformat.read(path, as_version=4)
         body, _ = exporter.from_notebook_node(notebook)
+        figures = figure_count(notebook)
+        if body.count("<img") < figures:
+            raise ValueError(f"the page of {path.name} shows {body.count('<img')} of its {figures} figures; "
+                             "the HTML export dropped images")
         (out / (path.stem + ".html")).write_text(body, encoding="utf-8")
         title = next((c.source.splitlines()[0].lstrip("# ").strip() for c in notebook.cells if c.cell_type == "markdown"), path.stem)
         entry = summary.get(path.stem, {})
         results = "".join(f"<li>{html.escape(r)}</li>" for r in entry.get("results", []))
         runtime = f"{entry['seconds']:.0f} s" if "seconds" in entry else "?"
-        items.append(f'<li><a href="{path.stem}.html">{html.escape(title)}</a> <small>({runtime})</small><ul>{results}</ul></li>')
+        items.append(f'<li><a href="{path.stem}.html">{html.escape(title)}</a> <small>({runtime}, {figures} figures)'
+                     f'</small><ul>{results}</ul></li>')
     mode = json.loads(summary_file.read_text())["mode"] if summary_file.exists() else "?"
     (out / "index.html").write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>galmeta course</title>"

@@ -15,12 +15,14 @@
 # # 01 · Fetching SDSS galaxies
 #
 # **Learning goals**
+# - know the astronomy the course uses: magnitudes, the five SDSS bands, colours, the red sequence and the
+#   blue cloud, redshift and what it does to observed colours, the selection of a flux-limited sample;
 # - read the SkyServer SQL that selects the course's galaxies, and know what each cut is for;
 # - fetch it with `astroquery.sdss.SDSS.query_sql`, or load the course's own table (embedded, cached or imported);
 # - see the red sequence and the blue cloud in colour–magnitude and colour–colour diagrams;
 # - know how the photometric errors grow with magnitude (they become noise weights later).
 #
-# **Prerequisites:** Python and NumPy; no astronomy beyond "magnitudes are logarithmic fluxes, larger is fainter".
+# **Prerequisites:** Python and NumPy; no astronomy (the primer below covers what the course uses).
 #
 # **Runtime:** a few seconds from the embedded table or a cache, in laptop and CI mode alike (measured on a 2-core
 # CPU); no GPU work. A live fetch depends on SkyServer's load and was not timed (our CI has no network).
@@ -45,6 +47,77 @@ from galmeta.config import describe_mode
 from galmeta.data import CORE_COLUMNS, GalaxyQuery, NoDataError, SkyServerError, fetch_page, load_galaxies
 
 print(describe_mode())
+
+# %% [markdown]
+# ## A short astronomy primer
+#
+# **Magnitudes.** Astronomers measure brightness in magnitudes: $m = -2.5\log_{10} F + \text{const}$ for a
+# flux $F$. Larger is fainter; 5 magnitudes are a factor 100 in flux, 1 magnitude a factor 2.5. SDSS measures
+# five: $u, g, r, i, z$, through filters centred near 355, 469, 617, 748 and 893 nm (ultraviolet to near
+# infrared). "Dereddened" magnitudes (`dered_*`) are corrected for the dust of our own Galaxy.
+#
+# **Colours.** A colour is a difference of magnitudes, i.e. a flux *ratio*: $u - r = -2.5\log_{10}(F_u/F_r)$.
+# A bigger $u-r$ means relatively less blue light: a **redder** galaxy.
+#
+# **Red sequence and blue cloud.** Galaxies still forming stars are full of young, hot, blue stars: the *blue
+# cloud*. Galaxies that stopped are dominated by old, cool stars, whose spectrum drops sharply blueward of
+# 4000 Å (the *4000 Å break*): the *red sequence*. $u-r$ straddles the break, which is why it separates the
+# two so well (Strateva et al. 2001 cut at $u - r = 2.22$).
+#
+# **Redshift.** Light from a galaxy at redshift $z$ arrives stretched, $\lambda_\mathrm{obs} = (1+z)\,
+# \lambda_\mathrm{rest}$, so the same galaxy seen farther away shows a different part of its spectrum through
+# the same filters: its *observed* colours change with $z$. Undoing that is the k-correction; this course keeps
+# observed-frame colours on purpose, which is what makes slices of different redshift into different tasks.
+#
+# **A flux-limited sample.** SDSS took spectra of galaxies brighter than $r \approx 17.8$. Nearby, that
+# includes faint dwarfs; far away, only luminous galaxies pass (their absolute magnitude $M_r$, the brightness
+# at a standard distance, must be high). Cuts on measurement errors select too: see the redshift section below.
+#
+# A **schematic** of the redshift effect (approximate Gaussian filters at the SDSS effective wavelengths and two
+# toy spectra with and without a strong 4000 Å break; not real filter curves or real spectra):
+
+# %%
+FILTERS = {"u": (3551, 300), "g": (4686, 650), "r": (6166, 600), "i": (7480, 650), "z": (8932, 550)}  # Å: centre, width
+wavelength = np.linspace(2500, 11000, 4000)
+
+
+def toy_spectrum(rest, kind):
+    """Flux per unit frequency of a schematic old (red) or star-forming (blue) galaxy."""
+    if kind == "red":
+        return np.where(rest < 4000, 0.35, 1.0) * (rest / 5000)
+    return np.where(rest < 4000, 0.8, 1.0) * (rest / 5000) ** -0.3
+
+
+def toy_magnitudes(kind, z):
+    flux = toy_spectrum(wavelength / (1 + z), kind)
+    weights = {band: np.exp(-0.5 * ((wavelength - c) / w) ** 2) for band, (c, w) in FILTERS.items()}
+    return {band: -2.5 * np.log10(np.sum(flux * t) / np.sum(t)) for band, t in weights.items()}
+
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), sharey=True)
+for ax, z_toy in zip(axes, (0.0, 0.2)):
+    for band, (centre, width) in FILTERS.items():
+        ax.fill_between(wavelength / 10, 0, 1.6 * np.exp(-0.5 * ((wavelength - centre) / width) ** 2), alpha=0.15)
+        ax.text(centre / 10, 1.62, band, ha="center")
+    for kind, colour in (("red", "tab:red"), ("blue", "tab:blue")):
+        flux = toy_spectrum(wavelength / (1 + z_toy), kind)
+        m = toy_magnitudes(kind, z_toy)
+        ax.plot(wavelength / 10, flux, color=colour, label=f"{kind} galaxy: u−r {m['u'] - m['r']:.2f}, g−r {m['g'] - m['r']:.2f}")
+    ax.axvline(400 * (1 + z_toy), color="k", ls=":", lw=0.8)
+    ax.set(xlabel="observed wavelength (nm)", title=f"schematic, z = {z_toy}", ylim=(0, 1.8))
+    ax.legend(fontsize=8, loc="lower right")
+axes[0].set_ylabel("flux per unit frequency (arbitrary)")
+plt.tight_layout()
+plt.show()
+red_near, red_far = toy_magnitudes("red", 0.0), toy_magnitudes("red", 0.2)
+assert red_far["g"] - red_far["r"] > red_near["g"] - red_near["r"] + 0.2, "the break moves into g: g - r reddens with z"
+blue_near = toy_magnitudes("blue", 0.0)
+assert red_near["u"] - red_near["r"] > blue_near["u"] - blue_near["r"] + 1, "the break makes old galaxies red in u - r"
+
+# %% [markdown]
+# The dotted line is the break at 400 nm × (1 + z). At $z = 0.2$ it has moved from the $u$/$g$ boundary into
+# $g$, so the same old galaxy looks much redder in $g - r$: redshift changes observed colours, and a model that
+# maps one colour to another must know (or learn from a few galaxies) which redshift it is looking at.
 
 # %% [markdown]
 # ## The query
@@ -159,11 +232,11 @@ u_r, g_r = u - r, g - r
 red = u_r >= 2.22
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
 axes[0].hist2d(r, g_r, bins=[np.linspace(13, 18, 80), np.linspace(0.0, 1.4, 80)], cmap="Greys", cmin=1)
-axes[0].set(xlabel="r (dereddened, mag)", ylabel="g − r", title="Colour–magnitude")
+axes[0].set(xlabel="r (dereddened, mag)", ylabel="g − r (mag)", title="Colour–magnitude")
 axes[1].scatter(g_r[~red], u_r[~red], s=1, alpha=0.3, color="tab:blue", label="blue cloud (u−r < 2.22)")
 axes[1].scatter(g_r[red], u_r[red], s=1, alpha=0.3, color="tab:red", label="red sequence (u−r ≥ 2.22)")
 axes[1].axhline(2.22, color="k", lw=0.8)
-axes[1].set(xlim=(0, 1.4), ylim=(0.5, 4), xlabel="g − r", ylabel="u − r", title="Colour–colour")
+axes[1].set(xlim=(0, 1.4), ylim=(0.5, 4), xlabel="g − r (mag)", ylabel="u − r (mag)", title="Colour–colour")
 axes[1].legend(markerscale=8, loc="lower right")
 plt.tight_layout()
 plt.show()

@@ -185,6 +185,29 @@ print(f"R-operator Hessian-vector product vs finite differences: relative error 
 assert error < 1e-6
 
 # %% [markdown]
+# ### One task's meta-gradient, by hand
+#
+# With one inner step, $\phi = \theta - \alpha\nabla\mathcal L^s(\theta)$ and the meta-gradient of one task is
+# $(I - \alpha H_s(\theta))\,\nabla\mathcal L^q(\phi)$: a support gradient, an SGD step, a query gradient at
+# the adapted weights, and one Hessian-vector product back. With the backward pass written above and the
+# R-operator product we just checked:
+
+# %%
+alpha = 0.01
+_, support_grad = mlp_loss_and_grads(params, xs[0], ys[0])                      # gradient on the support set
+adapted = [(W - alpha * gW, b - alpha * gb) for (W, b), (gW, gb) in zip(params, support_grad)]
+query_loss, query_grad = mlp_loss_and_grads(adapted, xq[0], yq[0])              # gradient at the adapted weights
+one_task = [(W[None], b[None]) for W, b in params]                              # a task axis of length 1
+vector = [(gW[None], gb[None]) for gW, gb in query_grad]
+hv = mn.hessian_vector_product(one_task, xs[:1], ys[:1], vector)                 # H_s(theta) times that gradient
+meta_grad_by_hand = [(gW - alpha * hW[0], gb - alpha * hb[0]) for (gW, gb), (hW, hb) in zip(query_grad, hv)]
+
+meta_loss_lib, meta_grad_lib = mn.meta_gradient(params, xs[:1], ys[:1], xq[:1], yq[:1], alpha, inner_steps=1)
+error = relative_error(flatten(meta_grad_by_hand), flatten(meta_grad_lib))
+print(f"one-task meta-gradient by hand vs galmeta.maml_numpy.meta_gradient: relative error {error:.1e}")
+assert error < 1e-12 and abs(query_loss - meta_loss_lib) < 1e-12 * meta_loss_lib
+
+# %% [markdown]
 # ### The meta-gradient, checked against PyTorch autograd
 # `mn.meta_gradient` returns the meta-loss and the exact meta-gradient, vectorised over tasks. We compare
 # it in float64 with PyTorch's automatic differentiation through the same inner loop (a loop over tasks
