@@ -323,20 +323,52 @@ else:
 # - Errors grow with magnitude; at equal magnitude $z$ is the noisiest band, per galaxy $u$ is.
 #
 # ## Exercises
-# 1. How many galaxies fall on each side of the Strateva cut within $0.05 < z < 0.06$? Does the red
-#    fraction change with redshift?
-# 2. Print the SQL of a query that adds the `size` group and keeps every fibre (`sample_every=1`).
-#    With network, fetch 500 rows of it and plot `petroR50_r` against `r`.
+#
+# Each exercise has a hint and a **self-check** cell: run it after your answer; it fails until the answer is right.
+# All of them run offline.
+#
+# 1. **Warm-up.** Compute the red fraction ($u-r \ge 2.22$) in the windows $0.03 \le z < 0.04$ and
+#    $0.12 \le z < 0.13$ and store them in `red_low_z` and `red_mid_z`. Does the red fraction change with
+#    redshift, and why might it (two reasons: the universe, and the selection)?
+#    *Hint:* the arrays `z` and `red` exist already; a boolean mask selects a window.
+# 2. **Core.** Build a `GalaxyQuery` that adds the `size` group and keeps every fibre (`sample_every=1`);
+#    store it in `size_query`. How does its SQL differ from the default one? With network, `fetch_page(size_query)`
+#    returns one live page of it.
+#    *Hint:* `GalaxyQuery(extra=(...), sample_every=...)`; compare the two `sql()` texts line by line.
+# 3. **Stretch.** Is $u-r$ better described by *three* Gaussians than by two? Fit them and store the BIC in
+#    `bic_three`; compare with `bic_two`.
+#    *Hint:* `GaussianMixture(3, random_state=0).fit(x).bic(x)`; a difference of a few tens is not much for
+#    25,000 galaxies.
 
 # %% tags=["solution"]
 # Solution 1
-for lo in (0.03, 0.05, 0.08, 0.12, 0.16):
-    window = (z >= lo) & (z < lo + 0.01)
-    print(f"{lo:.2f} <= z < {lo + 0.01:.2f}: {window.sum():5d} galaxies, red fraction {red[window].mean():.2f}")
+red_low_z = red[(z >= 0.03) & (z < 0.04)].mean()
+red_mid_z = red[(z >= 0.12) & (z < 0.13)].mean()
+print(f"red fraction {red_low_z:.2f} at 0.03-0.04 and {red_mid_z:.2f} at 0.12-0.13: it rises. Partly selection: "
+      "nearby, the flux limit still admits faint blue dwarfs that disappear farther out; and beyond z ~ 0.2 the "
+      "u-error cut removes red galaxies (see the redshift section). Evolution over such short times is small.")
+
+# %%
+# Self-check 1
+assert 0 < red_low_z < red_mid_z < 1, "compute both fractions; the nearer window should be bluer"
 
 # %% tags=["solution"]
-# Solution 2 (the fetch needs network; here we only build the query)
-size_query = GalaxyQuery(n_rows=500, sample_every=1, extra=("size",))
-assert "p.petroR50_r AS petroR50_r" in size_query.sql()
-print(size_query.sql()[:300], "...")
-# table = fetch_galaxies(size_query)  # with network (from galmeta.data import fetch_galaxies)
+# Solution 2
+size_query = GalaxyQuery(sample_every=1, extra=("size",))
+default_lines, size_lines = set(GalaxyQuery().sql().splitlines()), set(size_query.sql().splitlines())
+print("only in the size query:", sorted(size_lines - default_lines))
+print("only in the default query:", sorted(default_lines - size_lines))
+
+# %%
+# Self-check 2
+assert "p.petroR50_r AS petroR50_r" in size_query.sql() and "fiberID %" not in size_query.sql()
+
+# %% tags=["solution"]
+# Solution 3
+bic_three = GaussianMixture(3, random_state=0).fit(x).bic(x)
+print(f"BIC one {bic_one:,.0f}, two {bic_two:,.0f}, three {bic_three:,.0f}: the step from one to two is "
+      f"{bic_one - bic_two:,.0f}, from two to three {bic_two - bic_three:,.0f}; two populations carry the structure.")
+
+# %%
+# Self-check 3
+assert np.isfinite(bic_three) and bic_three < bic_one

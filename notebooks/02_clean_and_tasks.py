@@ -362,21 +362,60 @@ except gt.TooFewGalaxiesError as error:
 #   only.
 #
 # ## Exercises
-# 1. A cut in $g-r$ alone instead of Strateva's $u-r$: call a galaxy red when $g - r > 0.7$. How often do
-#    the two labels agree, and how does that compare with the best $g-r$ cut found by `best_threshold_accuracy`?
-# 2. Make tasks twice as wide (`window=0.01`). How many tasks per split do you get, and how much does
-#    the mapping drift within one task now?
+#
+# Each exercise has a hint and a **self-check** cell that fails until the answer is right; all run offline.
+#
+# 1. **Warm-up.** Call a galaxy red when $g - r > 0.7$ instead of $u - r \ge 2.22$. Store in `agreement` the
+#    fraction of galaxies on which the two labels agree. Is 0.7 the best $g-r$ cut?
+#    *Hint:* `gt.best_threshold_accuracy(g_r, is_red)` returns the best balanced accuracy, its cut and direction.
+# 2. **Core.** Make tasks twice as wide (`window=0.01`). How many tasks does each split get, and how much does
+#    the $g-r \to u-r$ mapping drift *within* one wide task? Store, for the widest meta-train task, the
+#    difference of the fitted $u-r$ at $g-r = 0.7$ between its upper and lower half in `drift_within`.
+#    *Hint:* `gt.build_tasks(zc, gt.redshift_splits(), window=0.01, train_stride=0.005)`; split a task's galaxies
+#    at their median redshift and fit `np.polyfit(g_r[...], u_r[...], 1)` to each half.
+# 3. **Stretch.** Does the measured leak check catch `photoZ`? Run `gt.measure_leaks` on the features with
+#    `photoZ` (`X_leaky`, `names_leaky`) over galaxies that have it, and store `photoz_score`. Explain what kind of
+#    leak photo-z is, and why this check does not see it.
+#    *Hint:* a label leak and a *task* leak are different things: which hidden quantity does photo-z estimate?
 
 # %% tags=["solution"]
 # Solution 1
-label_gr = g_r > 0.7
-agreement = np.mean(label_gr == is_red)
+agreement = np.mean((g_r > 0.7) == is_red)
 best_score, best_cut, _ = gt.best_threshold_accuracy(g_r, is_red)
 print(f"g-r > 0.7 agrees with u-r >= 2.22 for {agreement:.1%} of galaxies; the best g-r cut is {best_cut:.3f} "
-      f"(balanced accuracy {best_score:.3f})")
-assert agreement > 0.7
+      f"(balanced accuracy {best_score:.3f}), so 0.7 is close to, not at, the best cut")
+
+# %%
+# Self-check 1
+assert 0.8 < agreement < 1.0
 
 # %% tags=["solution"]
 # Solution 2
 wide, dropped = gt.build_tasks(zc, gt.redshift_splits(), window=0.01, train_stride=0.005)
-print({split: len(v) for split, v in wide.items()}, "dropped:", dropped)
+print({split: len(v) for split, v in wide.items()}, "tasks (window 0.005 gave", {s: len(v) for s, v in data.tasks.items()}, ")")
+widest = max(wide["train"], key=lambda t: t.size)
+middle = np.median(zc[widest.indices])
+halves = [widest.indices[zc[widest.indices] < middle], widest.indices[zc[widest.indices] >= middle]]
+at_07_halves = [np.polyval(np.polyfit(g_r[h], u_r[h], 1), 0.7) for h in halves]
+drift_within = at_07_halves[1] - at_07_halves[0]
+print(f"task {widest.name}: fitted u-r at g-r = 0.7 is {at_07_halves[0]:.3f} in its lower half and "
+      f"{at_07_halves[1]:.3f} in its upper half: a drift of {drift_within:+.3f} mag inside one task")
+
+# %%
+# Self-check 2
+assert len(wide["test"]) < len(data.tasks["test"]) and np.isfinite(drift_within)
+
+# %% tags=["solution"]
+# Solution 3
+with_photoz = ~np.isnan(X_leaky[:, names_leaky.index("photoZ")])
+photoz_report = gt.measure_leaks(X_leaky[with_photoz], names_leaky, u_r[with_photoz], u_r_err[with_photoz],
+                                 is_red[with_photoz])
+photoz_score = photoz_report.feature_scores["photoZ"]
+print(f"photoZ alone: balanced accuracy {photoz_score:.3f} against the ceiling {photoz_report.ceiling:.3f}: no label leak. "
+      "Photo-z leaks the *task*: it estimates the hidden redshift (and uses the u band), so a model would know which "
+      "slice it is in without any support galaxy. A label check cannot see that; only a rule (no column built from "
+      "u or from the redshift) or a task-level test (does the feature predict z?) can.")
+
+# %%
+# Self-check 3
+assert photoz_score < photoz_report.ceiling

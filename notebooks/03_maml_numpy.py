@@ -356,29 +356,67 @@ assert np.sqrt(curve[10].mean()) < np.sqrt(mean_only.mean()), "the learner must 
 # - Dropping the Hessian terms (FOMAML) is a different algorithm, not a rounding error.
 #
 # ## Exercises
-# 1. **Reptile in ten lines.** Reptile (Nichol et al. 2018) needs no meta-gradient: adapt with several SGD
-#    steps on a task, then move $\theta$ a little towards the adapted weights. Write it with `mn.adapt` and
-#    train it on sinusoids for as many iterations as MAML above. Compare its 10-step test MSE.
-# 2. **More inner steps.** Meta-train with `inner_steps=5` (and the same total budget). Does the 10-step
-#    test error improve? How much slower is an iteration?
+#
+# Each exercise has a hint and a **self-check** cell that fails until the answer is right; all run offline.
+#
+# 1. **Warm-up.** How much does the second-order term matter, as a function of the inner step size? Compute
+#    the relative difference between the first-order and the exact meta-gradient (5 inner steps, the batch
+#    `xs, ys, xq, yq`, the weights `params`) for `inner_lr` 1e-5 and 1e-4, and store them in `gap_small` and
+#    `gap_large`. How does the gap scale?
+#    *Hint:* the terms dropped by FOMAML are $\alpha H v$ (and higher powers of $\alpha$): for small steps the
+#    gap grows in proportion to $\alpha$. (At these weights and amplitudes up to 5, steps of 0.1 diverge.)
+# 2. **Core: Reptile in ten lines.** Reptile (Nichol et al. 2018) needs no meta-gradient: adapt with several SGD
+#    steps on a task, then move $\theta$ a little towards the adapted weights. Write it with `mn.adapt`, train it
+#    on sinusoids for as many iterations as MAML above, and store its adaptation curve on `test` in
+#    `curve_reptile`. Compare its 10-step test MSE with MAML's.
+#    *Hint:* one SGD step of 0.01, as MAML takes, barely moves the weights, so Reptile learns nothing; take
+#    10 steps of 0.02 on all 20 points of each task (support and query together), then
+#    $\theta \leftarrow \theta + 0.1\,(\bar\phi - \theta)$ with $\bar\phi$ the mean adapted weights.
+# 3. **Stretch: more inner steps.** Meta-train with `inner_steps=5` for a fifth of the iterations (about the same
+#    wall-clock budget). Store the 10-step test curve in `curve5`. Does the 10-step error improve? How much slower
+#    is one iteration?
+#    *Hint:* `mn.meta_train(..., inner_steps=5)` returns `iterations_per_second`.
 
 # %% tags=["solution"]
-# Solution 1: Reptile
+# Solution 1
+gaps = {}
+for lr in (1e-5, 1e-4):
+    _, exact_lr = mn.meta_gradient(params, xs, ys, xq, yq, lr, 5)
+    _, first_lr = mn.meta_gradient(params, xs, ys, xq, yq, lr, 5, first_order=True)
+    gaps[lr] = relative_error(flatten(first_lr), flatten(exact_lr))
+gap_small, gap_large = gaps[1e-5], gaps[1e-4]
+print(f"first- vs second-order relative difference: {gap_small:.4f} at inner_lr 1e-5, {gap_large:.4f} at 1e-4: "
+      f"{gap_large / gap_small:.1f} times larger for a 10 times larger step")
+
+# %%
+# Self-check 1
+assert 0 < 5 * gap_small < gap_large, "the dropped term grows about in proportion to the step size"
+
+# %% tags=["solution"]
+# Solution 2: Reptile
 reptile = [(W.copy(), b.copy()) for W, b in init]
 reptile_rng = np.random.default_rng(5)
 sample = task_sampler(25, 10, 10)
 for _ in range(n_iterations):
     xs_r, ys_r, xq_r, yq_r = sample(reptile_rng)
-    # Reptile needs more movement than MAML's single step: 10 SGD steps of 0.02 on all 20 points
     adapted = mn.adapt(reptile, np.concatenate([xs_r, xq_r], 1), np.concatenate([ys_r, yq_r], 1), 0.02, 10)
     reptile = [(W + 0.1 * (aW.mean(0) - W), b + 0.1 * (ab.mean(0) - b)) for (W, b), (aW, ab) in zip(reptile, adapted)]
 curve_reptile = mn.adaptation_curve(reptile, *test[:4], inner_lr=0.01, max_steps=10)
 print(f"Reptile 10-step MSE (median over tasks) {np.median(curve_reptile[10]):.3f} vs MAML {np.median(curve_maml[10]):.3f}")
+
+# %%
+# Self-check 2
+assert curve_reptile.shape == curve_maml.shape
 assert np.median(curve_reptile[10]) < np.median(curve_reptile[0]), "Reptile's initialisation must adapt"
 
 # %% tags=["solution"]
-# Solution 2: five inner steps
+# Solution 3: five inner steps
 result5 = mn.meta_train(init, task_sampler(25, 10, 10), n_iterations // 5, np.random.default_rng(6), inner_steps=5)
 curve5 = mn.adaptation_curve(result5.params, *test[:4], inner_lr=0.01, max_steps=10)
 print(f"inner_steps=5: {result5.iterations_per_second:.0f} it/s vs {result.iterations_per_second:.0f} it/s with one step; "
-      f"10-step MSE (median) {np.median(curve5[10]):.3f} (same wall-clock budget: {n_iterations // 5} iterations)")
+      f"10-step MSE (median) {np.median(curve5[10]):.3f} vs {np.median(curve_maml[10]):.3f} "
+      f"(same wall-clock budget: {n_iterations // 5} iterations)")
+
+# %%
+# Self-check 3
+assert curve5.shape == curve_maml.shape and result5.iterations == n_iterations // 5

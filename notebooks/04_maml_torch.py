@@ -268,23 +268,69 @@ assert restored.iteration == learner.iteration
 #   itself, stops early on meta-validation loss and writes resumable checkpoints.
 #
 # ## Exercises
-# 1. Plug in your own network: a `torch.nn.Sequential` with 64 hidden units and `Tanh`. Train MAML on
-#    sinusoids with it. Which head does ANIL adapt?
-# 2. How much does second order matter here? Compare MAML and FOMAML on sinusoids with 5 inner steps.
+#
+# Each exercise has a hint and a **self-check** cell that fails until the answer is right; all run offline.
+#
+# 1. **Warm-up: your own network.** Build a `torch.nn.Sequential` with two hidden layers of 64 units and `Tanh`,
+#    wrap it in `mt.MetaLearner(..., algorithm="anil")` as `own`, and find out which parameters ANIL adapts
+#    (`own.config.head_names`). Meta-train it on sinusoids and report its 1-step test MSE in `own_mse`.
+#    *Hint:* ANIL's head is the last submodule that owns parameters; in a `Sequential`, submodules are named
+#    by their index.
+# 2. **Core: how much does second order matter?** Meta-train MAML and FOMAML on sinusoids with 5 inner steps
+#    (same seed, same iterations) and store their 5-step test MSE in `five_step_mse` (a dict by algorithm).
+#    *Hint:* `mt.MetaLearner(..., algorithm="fomaml", inner_steps=5)`; `learner.evaluate(*test, steps=5)`.
+# 3. **Stretch: resume exactly.** Train MAML for 20 iterations in one go, and separately for 10, save a
+#    checkpoint, load it into a fresh learner and train 10 more. Are the parameters bit-identical? Store the
+#    largest absolute difference in `resume_difference`.
+#    *Hint:* pass the same `rng` stream: the checkpoint holds PyTorch's random state, not your NumPy generator,
+#    so continue with a generator that picks up where the first 10 iterations left it.
 
 # %% tags=["solution"]
 # Solution 1
 net = torch.nn.Sequential(torch.nn.Linear(1, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
                           torch.nn.Linear(64, 1))
 own = mt.MetaLearner(net, algorithm="anil", device=device)
-print("ANIL adapts:", own.config.head_names)
+print("ANIL adapts:", own.config.head_names, "(the last Linear layer, index 4 of the Sequential)")
 own.fit(lambda r, n: sample32(r), by_mode(ci=200, laptop=2_000), progress=False)
-print(f"tanh network, 1-step test MSE {own.evaluate(*test, steps=1):.3f}")
+own_mse = own.evaluate(*test, steps=1)
+print(f"tanh network, 1-step test MSE {own_mse:.3f}")
+
+# %%
+# Self-check 1
+assert own.config.head_names == ("4.weight", "4.bias") and np.isfinite(own_mse)
 
 # %% tags=["solution"]
 # Solution 2
+five_step_mse = {}
 for algorithm in ("maml", "fomaml"):
     torch.manual_seed(0)
     five = mt.MetaLearner(mt.MLP.from_numpy(params32), algorithm=algorithm, inner_steps=5, device=device)
-    five.fit(lambda r, n: sample32(r), by_mode(ci=300, laptop=3_000), progress=False)
-    print(f"{algorithm}, 5 inner steps: 5-step test MSE {five.evaluate(*test, steps=5):.3f}")
+    five.fit(lambda r, n: sample32(r), by_mode(ci=300, laptop=3_000), progress=False, rng=np.random.default_rng(2))
+    five_step_mse[algorithm] = five.evaluate(*test, steps=5)
+print("5-step test MSE after meta-training with 5 inner steps:", {a: round(v, 3) for a, v in five_step_mse.items()})
+
+# %%
+# Self-check 2
+assert set(five_step_mse) == {"maml", "fomaml"} and all(np.isfinite(v) for v in five_step_mse.values())
+
+# %% tags=["solution"]
+# Solution 3
+def fresh():
+    torch.manual_seed(0)
+    return mt.MetaLearner(mt.MLP.from_numpy(params32), algorithm="maml", device="cpu")
+
+
+batches = [sample32(np.random.default_rng(100 + i)) for i in range(20)]  # one fixed stream of task batches
+straight, first_half = fresh(), fresh()
+straight.fit(lambda r, n, it=iter(batches): next(it), 20, progress=False)
+first_half.fit(lambda r, n, it=iter(batches[:10]): next(it), 10, progress=False)
+checkpoint_path = checkpoint_dir / "resume.pt"
+first_half.save(checkpoint_path)
+resumed = fresh().load(checkpoint_path)
+resumed.fit(lambda r, n, it=iter(batches[10:]): next(it), 10, progress=False)
+resume_difference = max(float((a - b).detach().abs().max()) for a, b in zip(straight.model.parameters(), resumed.model.parameters()))
+print(f"iteration {resumed.iteration}; largest difference between straight and resumed training: {resume_difference}")
+
+# %%
+# Self-check 3
+assert resumed.iteration == straight.iteration == 20 and resume_difference == 0.0

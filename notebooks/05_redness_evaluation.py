@@ -292,15 +292,38 @@ for k in config.ks:
 #   the README.
 #
 # ## Exercises
-# 1. **Add a learner in one object.** Write a `Learner` that predicts the pooled ridge model plus the
-#    *unshrunk* mean support residual (no empirical-Bayes factor), run it with `run_evaluation` on one fold
-#    and seed, and compare it paired with `pooled ridge + slice offset` at $K = 1$ and $K = 20$. When does
-#    shrinking matter?
-# 2. **Slices or draws?** For MAML at $K = 5$, how many times wider is the slice-bootstrap interval than the
-#    draws-only one?
+#
+# Each exercise has a hint and a **self-check** cell that fails until the answer is right; all run offline.
+#
+# 1. **Warm-up: slices or draws?** For MAML at $K = 5$, how many times wider is the 95% interval of the RMSE
+#    when slices are resampled than when draws are treated as independent? Store the ratio in `width_ratio`.
+#    *Hint:* `results.interval(name, k, "rmse", n_resamples, level="slices")` and `level="draws"`.
+# 2. **Core: add a learner in one object.** Write a `Learner` that predicts the pooled ridge model plus the
+#    *unshrunk* mean support residual (no empirical-Bayes factor), run it with `run_evaluation` on one fold and
+#    seed beside `pooled ridge + slice offset`, and store the paired RMSE differences (raw minus shrunk) at
+#    $K = 1$ and $K = 20$ in `raw_minus_shrunk`. When does shrinking matter, and why?
+#    *Hint:* subclass `ev.Learner`, set `name`, and implement `fit(data, seed, shared)` and
+#    `predict(data, draws, option)`; `gb.PooledRidge().fit(...)` and its `base_predict(data, galaxies)` give the
+#    pooled part. With one galaxy the mean residual is mostly noise; with twenty it is mostly the offset.
+# 3. **Stretch: ranking, not thresholding.** Balanced accuracy judges one threshold; ROC AUC judges the ranking
+#    of red against blue. Compute the paired difference in ROC AUC between the best meta-learner and the best
+#    baseline at $K = 10$ and store it in `auc_difference`. Does it tell the same story as balanced accuracy?
+#    *Hint:* `results.paired(name, reference, k, metric="roc_auc", n_resamples=...)`.
 
 # %% tags=["solution"]
 # Solution 1
+over_slices = results.interval("MAML", 5, "rmse", n_resamples, level="slices")
+over_draws = results.interval("MAML", 5, "rmse", n_resamples, level="draws")
+width_ratio = (over_slices.hi - over_slices.lo) / (over_draws.hi - over_draws.lo)
+print(f"MAML, K=5: interval width over slices {over_slices.hi - over_slices.lo:.3f} mag, over draws "
+      f"{over_draws.hi - over_draws.lo:.3f} mag: {width_ratio:.1f}x")
+
+# %%
+# Self-check 1
+assert width_ratio > 1, "slices differ, so resampling them must widen the interval"
+
+# %% tags=["solution"]
+# Solution 2
 from galmeta import baselines as gb
 
 
@@ -319,13 +342,26 @@ class RidgePlusRawOffset(ev.Learner):
 small = ev.EvaluationConfig(ks=(1, 20), folds=(0,), seeds=(0,), n_draws=4, n_val_draws=2, include_numpy_check=False,
                             algorithms=())
 exercise = ev.run_evaluation(catalogue, [RidgePlusRawOffset(), gb.PooledPlusOffset(gb.PooledRidge())], small)
-for k in (1, 20):
-    difference = exercise.paired("pooled ridge + raw offset", "pooled ridge + slice offset", k, n_resamples=300)
+raw_minus_shrunk = {k: exercise.paired("pooled ridge + raw offset", "pooled ridge + slice offset", k, n_resamples=300)
+                    for k in (1, 20)}
+for k, difference in raw_minus_shrunk.items():
     print(f"K={k:2d}: raw offset - shrunk offset: ΔRMSE {difference:+.3f} mag")
+print("With one galaxy the raw offset adds that galaxy's own scatter to every prediction; shrinking keeps only the "
+      "part of it the between-slice spread makes believable. With twenty, the mean residual is precise and the "
+      "factor is close to 1.")
+
+# %%
+# Self-check 2
+assert raw_minus_shrunk[1].estimate > raw_minus_shrunk[20].estimate, "shrinking should matter most at K = 1"
 
 # %% tags=["solution"]
-# Solution 2
-over_slices = results.interval("MAML", 5, "rmse", n_resamples, level="slices")
-over_draws = results.interval("MAML", 5, "rmse", n_resamples, level="draws")
-print(f"MAML, K=5: interval width over slices {over_slices.hi - over_slices.lo:.3f} mag, over draws "
-      f"{over_draws.hi - over_draws.lo:.3f} mag: {(over_slices.hi - over_slices.lo) / (over_draws.hi - over_draws.lo):.1f}x")
+# Solution 3
+reference = results.best_baseline(10)
+best_meta = min(results.names("meta-learner"), key=lambda n: results.interval(n, 10, "rmse", 200).estimate)
+auc_difference = results.paired(best_meta, reference, 10, metric="roc_auc", n_resamples=200)
+balanced = results.paired(best_meta, reference, 10, metric="balanced_accuracy", n_resamples=200)
+print(f"K=10, {best_meta} - {reference}: ΔAUC {auc_difference:+.4f}, Δ balanced accuracy {balanced:+.3f}")
+
+# %%
+# Self-check 3
+assert np.isfinite(auc_difference.estimate) and auc_difference.lo <= auc_difference.estimate <= auc_difference.hi
