@@ -30,6 +30,9 @@ from galmeta.tasks import build_catalogue
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("sdss", "sami"), default="sdss",
+                        help="sdss: u - r from griz, redshift slices (notebook 05); sami: g - i from abundance, size and "
+                             "shape, environments as tasks (notebook 06)")
     parser.add_argument("--meta-iterations", type=int, default=5000, help="most meta-iterations (early stopping decides)")
     parser.add_argument("--pooled-epochs", type=int, default=100, help="most epochs of the pooled networks")
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -38,12 +41,12 @@ def main():
     parser.add_argument("--val-draws", type=int, default=5, help="meta-validation draws per slice and K")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "build" / "results"))
+    parser.add_argument("--out", default=None, help="output folder (default build/results, or build/results/sami)")
     parser.add_argument("--replot", action="store_true",
                         help="redraw tables and figures from the results.pickle of an earlier run in --out")
     args = parser.parse_args()
 
-    out = Path(args.out)
+    out = Path(args.out or Path(__file__).resolve().parent.parent / "build" / "results" / ("sami" if args.dataset == "sami" else ""))
     if args.replot:
         with open(out / "results.pickle", "rb") as handle:
             results = pickle.load(handle)
@@ -56,15 +59,20 @@ def main():
     start = time.perf_counter()
     seed_everything(0)
     device = try_device(args.device)
-    catalogue = build_catalogue(load_galaxies())
+    if args.dataset == "sami":
+        from galmeta.sami import build_sami_catalogue
+
+        catalogue, sizes, min_size = build_sami_catalogue(), {"ks": (1, 5, 10), "n_query": 15, "tail_rmse": 0.25}, 25
+    else:
+        catalogue, sizes, min_size = build_catalogue(load_galaxies()), {}, 40
     config = EvaluationConfig(folds=tuple(args.folds), seeds=tuple(args.seeds), n_draws=args.draws,
                               n_val_draws=args.val_draws, meta_iterations=args.meta_iterations,
-                              pooled_epochs=args.pooled_epochs)
+                              pooled_epochs=args.pooled_epochs, **sizes)
     print(f"device {device}; {len(config.folds)} fold(s) x {len(config.seeds)} seed(s); "
           f"{config.n_draws} draws per meta-test slice and K")
-    results = run_evaluation(catalogue, default_learners(config, device=device), config,
+    results = run_evaluation(catalogue, default_learners(config, device=device), config, min_size=min_size,
                              progress=lambda message: print(" ", message, flush=True))
-    print(f"training and prediction took {results.seconds:.0f} s; {len(results.slices)} meta-test slices")
+    print(f"training and prediction took {results.seconds:.0f} s; {len(results.slices)} meta-test tasks")
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.pickle", "wb") as handle:  # predictions only: learners are dropped
         pickle.dump(results.without_models(), handle)
@@ -74,7 +82,7 @@ def main():
     print((out / "redness_summary.md").read_text())
     seconds = time.perf_counter() - start
     (out / "redness_run.json").write_text(json.dumps(
-        {"meta_iterations": args.meta_iterations, "pooled_epochs": args.pooled_epochs, "folds": args.folds,
+        {"dataset": args.dataset, "meta_iterations": args.meta_iterations, "pooled_epochs": args.pooled_epochs, "folds": args.folds,
          "seeds": args.seeds, "draws": args.draws, "val_draws": args.val_draws, "resamples": args.resamples,
          "slices": len(results.slices), "device": str(device), "seconds": round(seconds, 1)}, indent=2))
     print(f"\nwrote {out}/redness_per_slice.csv, redness_summary.*, redness_paired.* and {len(figures)} figures "

@@ -346,8 +346,8 @@ class SingleFeatureCut(Learner):
     def predict(self, data, draws, option=None):
         return self.direction_ * data.catalogue.X_raw[draws.query, self.column_]
 
-    def threshold(self):
-        return self.direction_ * self.cut_
+    def margin(self, data, predictions):
+        return predictions - self.direction_ * self.cut_
 
     def describe(self, option):
         return f"{self.feature_} {'>=' if self.direction_ > 0 else '<'} {self.cut_:.3f}"

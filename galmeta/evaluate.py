@@ -134,9 +134,9 @@ class Learner:
         """Predictions for every option (override when one pass computes them all)."""
         return {option: self.predict(data, draws, option) for option in self.options(draws.k)}
 
-    def threshold(self):
-        """Label rule: ``prediction >= threshold()`` is red."""
-        return STRATEVA_UR_CUT
+    def margin(self, data, predictions):
+        """The label score: positive means red. Predictions of the target minus this fold's red/blue threshold."""
+        return predictions - data.label_threshold
 
     def describe(self, option):
         return "-" if option is None else str(option)
@@ -260,6 +260,7 @@ class EvaluationConfig:
     include_numpy_check: bool = True
     algorithms: tuple = (("MAML", "maml"), ("FOMAML", "fomaml"), ("Meta-SGD", "metasgd"), ("ANIL", "anil"))
     draw_seed: int = 0
+    tail_rmse: float = TAIL_RMSE
 
     def __post_init__(self):
         if not self.ks or min(self.ks) < 1:
@@ -318,13 +319,15 @@ def run_evaluation(catalogue, learners, config: EvaluationConfig, window=0.005, 
     -------
     EvaluationResults
     """
-    results = EvaluationResults(config=config, learners={l.name: l for l in learners})
+    results = EvaluationResults(config=config, learners={l.name: l for l in learners},
+                                target_name=getattr(catalogue, "target_name", "u − r"))
     start = time.perf_counter()
     for fold in config.folds:
         data = catalogue.fold(fold, config.n_folds, window=window, min_size=min_size)
         val_draws = {k: make_draws(data, "val", k, config.n_val_draws, config.n_query, config.draw_seed) for k in config.ks}
         test_draws = {k: make_draws(data, "test", k, config.n_draws, config.n_query, config.draw_seed) for k in config.ks}
         results.add_slices(data, test_draws[config.ks[0]])
+        results.label_thresholds[fold] = data.label_threshold
         for k, draws in test_draws.items():
             results.add_labels(k, data.is_red[draws.query], data.target[draws.query], draws)
         for seed in config.seeds:
@@ -340,7 +343,8 @@ def run_evaluation(catalogue, learners, config: EvaluationConfig, window=0.005, 
                     test_predictions = learner.predict_options(data, test_draws[k])
                     truth = data.target[test_draws[k].query]
                     results.add(learner, k, fold, seed, test_predictions[chosen], truth, chosen, val_scores[chosen],
-                                {o: _rmse(p, truth) for o, p in test_predictions.items()}, fit_seconds)
+                                {o: _rmse(p, truth) for o, p in test_predictions.items()}, fit_seconds,
+                                learner.margin(data, test_predictions[chosen]))
             if progress:
                 progress(f"fold {fold} seed {seed} done ({time.perf_counter() - start:.0f} s)")
     results.seconds = time.perf_counter() - start
@@ -360,6 +364,9 @@ class EvaluationResults:
 
     config: EvaluationConfig
     learners: dict
+    target_name: str = "u − r"
+    label_thresholds: dict = field(default_factory=dict)
+    margins: dict = field(default_factory=dict)
     predictions: dict = field(default_factory=dict)
     truth: dict = field(default_factory=dict)
     labels: dict = field(default_factory=dict)
@@ -382,9 +389,10 @@ class EvaluationResults:
         self.truth.setdefault(k, []).append(truth)
         self.draws.setdefault(k, []).append(draws)
 
-    def add(self, learner, k, fold, seed, predictions, truth, option, val_rmse, option_rmse, fit_seconds):
+    def add(self, learner, k, fold, seed, predictions, truth, option, val_rmse, option_rmse, fit_seconds, margins):
         key = (learner.name, k)
         self.predictions.setdefault(key, {}).setdefault(seed, {})[fold] = predictions
+        self.margins.setdefault(key, {}).setdefault(seed, {})[fold] = margins
         self.chosen[(learner.name, k, fold, seed)] = option
         self.val_rmse[(learner.name, k, fold, seed)] = val_rmse
         self.option_rmse[(learner.name, k, fold, seed)] = option_rmse
@@ -414,13 +422,13 @@ class EvaluationResults:
     def names(self, group=None):
         return [n for n, l in self.learners.items() if group is None or l.group == group]
 
-    def _stack(self, name, k):
-        per_seed = self.predictions[(name, k)]
+    def _stack(self, name, k, store=None):
+        per_seed = (self.predictions if store is None else store)[(name, k)]
         return np.stack([np.concatenate([per_seed[seed][fold] for fold in self.config.folds]) for seed in self.config.seeds])
 
     def scores(self, name, k):
-        """Label scores, shape ``(seeds, S, D, Q)``."""
-        return self._stack(name, k)
+        """Label margins (positive: predicted red), shape ``(seeds, S, D, Q)``."""
+        return self._stack(name, k, self.margins)
 
     def residuals(self, name, k):
         """Predicted minus true u - r, shape ``(seeds, S, D, Q)`` (NaN for label-only learners)."""
@@ -433,9 +441,8 @@ class EvaluationResults:
 
     # -- summaries -----------------------------------------------------------------
     def interval(self, name, k, metric="rmse", n_resamples=1000, level="slices"):
-        learner = self.learners[name]
         return gm.bootstrap(metric, self.residuals(name, k), self.label_array(k), self.scores(name, k),
-                            threshold=learner.threshold(), tail=TAIL_RMSE, n_resamples=n_resamples, level=level)
+                            threshold=0.0, tail=self.config.tail_rmse, n_resamples=n_resamples, level=level)
 
     def best_baseline(self, k):
         """The non-meta baseline with the lowest meta-validation RMSE at this K (mean over folds and seeds)."""
@@ -447,7 +454,7 @@ class EvaluationResults:
         """Metric of ``name`` minus metric of ``reference`` on the same draws (:func:`galmeta.metrics.paired_difference`)."""
         return gm.paired_difference(metric, self.residuals(name, k), self.residuals(reference, k), self.label_array(k),
                                     self.scores(name, k), self.scores(reference, k),
-                                    threshold=self.learners[name].threshold(), tail=TAIL_RMSE, n_resamples=n_resamples)
+                                    threshold=0.0, tail=self.config.tail_rmse, n_resamples=n_resamples)
 
     def chosen_options(self, name, k):
         learner = self.learners[name]
@@ -496,7 +503,7 @@ class EvaluationResults:
             for i_seed, seed in enumerate(self.config.seeds):
                 for s in range(n_slices):
                     r = residuals[i_seed, s]
-                    predicted = scores[i_seed, s] >= learner.threshold()
+                    predicted = scores[i_seed, s] >= 0
                     rows.append({**self.slices[s], "learner": name, "K": k, "seed": seed,
                                  "chosen": learner.describe(self.chosen[(name, k, self.slices[s]["fold"], seed)]),
                                  "rmse": float(np.sqrt(np.mean(r ** 2))), "bias": float(np.mean(r)),

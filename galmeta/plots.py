@@ -26,11 +26,15 @@ def _twenty_colours():
 
 
 _METRIC_LABELS = {
-    "rmse": "RMSE of u − r (mag)",
-    "sigma_nmad": "σ_NMAD of u − r (mag)",
+    "rmse": "RMSE of {target} (mag)",
+    "sigma_nmad": "σ_NMAD of {target} (mag)",
     "balanced_accuracy": "red/blue balanced accuracy",
-    "worst_draw_rmse": "worst draw's RMSE of u − r (mag)",
+    "worst_draw_rmse": "worst draw's RMSE of {target} (mag)",
 }
+
+
+def _label(metric, target_name):
+    return _METRIC_LABELS.get(metric, metric).format(target=target_name)
 
 
 def _plain_log_ticks(ax, axis="y"):
@@ -49,7 +53,7 @@ def _axes(ax, figsize):
     return ax if ax is not None else plt.subplots(figsize=figsize)[1]
 
 
-def plot_paired_differences(paired_rows, metric="rmse", ax=None, learners=None):
+def plot_paired_differences(paired_rows, metric="rmse", ax=None, learners=None, target_name="u − r"):
     """The headline: each learner minus the best non-meta baseline, per K, with paired 95% intervals.
 
     Below zero (for errors) means better than the baseline; an interval that crosses zero means the
@@ -69,7 +73,7 @@ def plot_paired_differences(paired_rows, metric="rmse", ax=None, learners=None):
         ax.errorbar(x, est, yerr=[est - lo, hi - est], fmt="o", ms=4, capsize=2, label=name)
     ax.axhline(0, color="k", lw=0.8)
     reference = {r["K"]: r["reference"] for r in paired_rows}
-    ax.set(xticks=range(len(ks)), ylabel=f"Δ {_METRIC_LABELS.get(metric, metric)}\nlearner − best baseline",
+    ax.set(xticks=range(len(ks)), ylabel=f"Δ {_label(metric, target_name)}\nlearner − best baseline",
            title="Paired difference to the best non-meta baseline at each K (chosen on meta-validation)")
     ax.set_xticklabels([f"K = {k}\nvs {reference[k]}" for k in ks], fontsize=7)
     ax.title.set_fontsize(9)
@@ -77,7 +81,7 @@ def plot_paired_differences(paired_rows, metric="rmse", ax=None, learners=None):
     return ax
 
 
-def plot_error_vs_k(summary_rows, metric="rmse", ax=None, learners=None):
+def plot_error_vs_k(summary_rows, metric="rmse", ax=None, learners=None, target_name="u − r"):
     """A metric against K for each learner, with 95% slice-bootstrap intervals; log scale for errors."""
     ax = _axes(ax, (7, 4.2))
     ax.set_prop_cycle(color=_twenty_colours())
@@ -95,7 +99,7 @@ def plot_error_vs_k(summary_rows, metric="rmse", ax=None, learners=None):
         ax.errorbar(ks, est, yerr=[est - lo, hi - est], fmt="o" + style, ms=4, capsize=2, label=name)
     ks = sorted({r["K"] for r in summary_rows})
     ax.set(xscale="log", xticks=ks, xticklabels=ks, xlabel="K (support galaxies per slice)",
-           ylabel=_METRIC_LABELS.get(metric, metric))
+           ylabel=_label(metric, target_name))
     if metric != "balanced_accuracy":
         ax.set_yscale("log")
         _plain_log_ticks(ax)
@@ -129,14 +133,14 @@ def plot_error_vs_steps(results, k, ax=None):
         for step, n in zip(steps, diverged):
             if n:
                 ax.annotate(f"{n} diverged", (step, median[step]), fontsize=6, color=line.get_color())
-    ax.set(xlabel="adaptation steps on the support set", ylabel="RMSE of u − r (mag)\nmedian over folds × seeds",
+    ax.set(xlabel="adaptation steps on the support set", ylabel=f"RMSE of {results.target_name} (mag)\nmedian over folds × seeds",
            yscale="log", title=f"meta-test, K = {k}")
     _plain_log_ticks(ax)
     ax.legend(fontsize=7)
     return ax
 
 
-def plot_per_slice(results, k, learners, ax=None, seed_index=0):
+def plot_per_slice(results, k, learners, ax=None, seed_index=0, target_name=None):
     """RMSE in each meta-test slice against the slice's redshift: markers only, one slice one point."""
     ax = _axes(ax, (8, 4))
     centres = np.array([0.5 * (s["z_lo"] + s["z_hi"]) for s in results.slices])
@@ -144,8 +148,9 @@ def plot_per_slice(results, k, learners, ax=None, seed_index=0):
         residuals = results.residuals(name, k)[seed_index]
         rmse = np.sqrt(np.mean(residuals.reshape(residuals.shape[0], -1) ** 2, axis=1))
         ax.plot(centres + offset, rmse, "o", ms=4, label=name)
-    ax.set(xlabel="redshift of the meta-test slice", ylabel="RMSE of u − r in the slice (mag)",
-           title=f"Per-slice errors, K = {k} (each slice is meta-test in one fold)")
+    ax.set(xlabel="redshift of the meta-test task (middle of its range)",
+           ylabel=f"RMSE of {target_name or results.target_name} in the task (mag)",
+           title=f"Per-task errors, K = {k} (each task is meta-test in one fold)")
     ax.legend(fontsize=7)
     return ax
 
@@ -155,12 +160,14 @@ def plot_predicted_vs_true(results, name, k, ax=None, seed_index=0):
     ax = _axes(ax, (4.8, 4.4))
     truth = np.concatenate(results.truth[k]).ravel()
     predicted = truth + results.residuals(name, k)[seed_index].ravel()
-    lims = (0.5, 3.8)
+    lims = tuple(np.quantile(truth, [0.002, 0.998]) + np.array([-0.1, 0.1]))
     ax.hexbin(truth, predicted, gridsize=45, extent=(*lims, *lims), mincnt=1, cmap="Greys", bins="log")
     ax.plot(lims, lims, color="tab:red", lw=0.8)
-    ax.axvline(2.22, color="0.5", lw=0.6, ls=":")
-    ax.axhline(2.22, color="0.5", lw=0.6, ls=":")
-    ax.set(xlim=lims, ylim=lims, xlabel="true u − r (mag)", ylabel="predicted u − r (mag)", title=f"{name}, K = {k}")
+    threshold = float(np.mean(list(results.label_thresholds.values())))
+    ax.axvline(threshold, color="0.5", lw=0.6, ls=":")
+    ax.axhline(threshold, color="0.5", lw=0.6, ls=":")
+    target = results.target_name
+    ax.set(xlim=lims, ylim=lims, xlabel=f"true {target} (mag)", ylabel=f"predicted {target} (mag)", title=f"{name}, K = {k}")
     return ax
 
 
@@ -174,8 +181,8 @@ def save_figures(results, paired_rows, summary_rows, folder, k=10, learners=None
     focus = learners or [meta[0], results.best_baseline(k)]
     figures = {
         "paired_differences.png": lambda: plot_paired_differences(
-            [r for r in paired_rows if r["group"] == "meta-learner"], "rmse"),
-        "error_vs_k.png": lambda: plot_error_vs_k(summary_rows, "rmse"),
+            [r for r in paired_rows if r["group"] == "meta-learner"], "rmse", target_name=results.target_name),
+        "error_vs_k.png": lambda: plot_error_vs_k(summary_rows, "rmse", target_name=results.target_name),
         "error_vs_steps.png": lambda: plot_error_vs_steps(results, k),
         "per_slice.png": lambda: plot_per_slice(results, k, focus),
         "predicted_vs_true.png": lambda: plot_predicted_vs_true(results, focus[0], k),

@@ -630,6 +630,7 @@ class GalaxyCatalogue:
     target_err: np.ndarray
     is_red: np.ndarray
     redshift: np.ndarray
+    target_name: str = "u − r"
 
     def fold(self, fold=0, n_folds=5, window=0.005, min_size=40, splits=None, clip=5.0, check_leaks=True):
         """Tasks, splits and preprocessing of one fold (see :func:`prepare_galaxy_tasks`)."""
@@ -650,7 +651,8 @@ class GalaxyCatalogue:
         return GalaxyTaskData(catalogue=self, fold=int(fold), n_folds=int(n_folds), splits=splits,
                               X=preprocessor.transform(self.X_raw), feature_names=preprocessor.feature_names_out_,
                               tasks=tasks, dropped=dropped, preprocessor=preprocessor,
-                              target_mean=float(self.target[train].mean()), leaks=leaks)
+                              target_mean=float(self.target[train].mean()), leaks=leaks,
+                              label_threshold=STRATEVA_UR_CUT)
 
 
 def build_catalogue(table, include_photoz=False):
@@ -682,14 +684,20 @@ class GalaxyTaskData:
     preprocessor: FeaturePreprocessor
     target_mean: float
     leaks: LeakReport
+    label_threshold: float = STRATEVA_UR_CUT
 
     # the catalogue's per-galaxy arrays, for convenience
     clean = property(lambda self: self.catalogue.clean)
     report = property(lambda self: self.catalogue.report)
     target = property(lambda self: self.catalogue.target)
     target_err = property(lambda self: self.catalogue.target_err)
-    is_red = property(lambda self: self.catalogue.is_red)
     redshift = property(lambda self: self.catalogue.redshift)
+    target_name = property(lambda self: getattr(self.catalogue, "target_name", "u − r"))
+
+    @property
+    def is_red(self):
+        """The label: the target at or above this fold's threshold (SDSS: Strateva's 2.22 in u - r)."""
+        return self.target >= self.label_threshold
 
     @property
     def y(self):

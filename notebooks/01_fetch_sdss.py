@@ -324,8 +324,8 @@ else:
 #
 # ## Exercises
 #
-# Each exercise has a hint and a **self-check** cell: run it after your answer; it fails until the answer is right.
-# All of them run offline.
+# Each exercise has a hint and a **self-check** cell: it reminds you until you have answered and fails
+# if the answer is wrong. All run offline.
 #
 # 1. **Warm-up.** Compute the red fraction ($u-r \ge 2.22$) in the windows $0.03 \le z < 0.04$ and
 #    $0.12 \le z < 0.13$ and store them in `red_low_z` and `red_mid_z`. Does the red fraction change with
@@ -349,8 +349,11 @@ print(f"red fraction {red_low_z:.2f} at 0.03-0.04 and {red_mid_z:.2f} at 0.12-0.
       "u-error cut removes red galaxies (see the redshift section). Evolution over such short times is small.")
 
 # %%
-# Self-check 1
-assert 0 < red_low_z < red_mid_z < 1, "compute both fractions; the nearer window should be bluer"
+# Self-check 1: a reminder until you have answered, an error if the answer is wrong
+if {"red_low_z", "red_mid_z"} <= set(globals()):
+    assert 0 < red_low_z < red_mid_z < 1, "compute both fractions; the nearer window should be bluer"
+else:
+    print("exercise 1: not answered yet (define red_low_z, red_mid_z)")
 
 # %% tags=["solution"]
 # Solution 2
@@ -360,8 +363,11 @@ print("only in the size query:", sorted(size_lines - default_lines))
 print("only in the default query:", sorted(default_lines - size_lines))
 
 # %%
-# Self-check 2
-assert "p.petroR50_r AS petroR50_r" in size_query.sql() and "fiberID %" not in size_query.sql()
+# Self-check 2: a reminder until you have answered, an error if the answer is wrong
+if {"size_query"} <= set(globals()):
+    assert "p.petroR50_r AS petroR50_r" in size_query.sql() and "fiberID %" not in size_query.sql()
+else:
+    print("exercise 2: not answered yet (define size_query)")
 
 # %% tags=["solution"]
 # Solution 3
@@ -370,5 +376,8 @@ print(f"BIC one {bic_one:,.0f}, two {bic_two:,.0f}, three {bic_three:,.0f}: the 
       f"{bic_one - bic_two:,.0f}, from two to three {bic_two - bic_three:,.0f}; two populations carry the structure.")
 
 # %%
-# Self-check 3
-assert np.isfinite(bic_three) and bic_three < bic_one
+# Self-check 3: a reminder until you have answered, an error if the answer is wrong
+if {"bic_three"} <= set(globals()):
+    assert np.isfinite(bic_three) and bic_three < bic_one
+else:
+    print("exercise 3: not answered yet (define bic_three)")

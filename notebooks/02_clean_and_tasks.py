@@ -363,7 +363,7 @@ except gt.TooFewGalaxiesError as error:
 #
 # ## Exercises
 #
-# Each exercise has a hint and a **self-check** cell that fails until the answer is right; all run offline.
+# Each exercise has a hint and a **self-check** cell: it reminds you until you have answered and fails if the answer is wrong. All run offline.
 #
 # 1. **Warm-up.** Call a galaxy red when $g - r > 0.7$ instead of $u - r \ge 2.22$. Store in `agreement` the
 #    fraction of galaxies on which the two labels agree. Is 0.7 the best $g-r$ cut?
@@ -386,8 +386,11 @@ print(f"g-r > 0.7 agrees with u-r >= 2.22 for {agreement:.1%} of galaxies; the b
       f"(balanced accuracy {best_score:.3f}), so 0.7 is close to, not at, the best cut")
 
 # %%
-# Self-check 1
-assert 0.8 < agreement < 1.0
+# Self-check 1: a reminder until you have answered, an error if the answer is wrong
+if {"agreement"} <= set(globals()):
+    assert 0.8 < agreement < 1.0
+else:
+    print("exercise 1: not answered yet (define agreement)")
 
 # %% tags=["solution"]
 # Solution 2
@@ -402,8 +405,11 @@ print(f"task {widest.name}: fitted u-r at g-r = 0.7 is {at_07_halves[0]:.3f} in 
       f"{at_07_halves[1]:.3f} in its upper half: a drift of {drift_within:+.3f} mag inside one task")
 
 # %%
-# Self-check 2
-assert len(wide["test"]) < len(data.tasks["test"]) and np.isfinite(drift_within)
+# Self-check 2: a reminder until you have answered, an error if the answer is wrong
+if {"wide", "drift_within"} <= set(globals()):
+    assert len(wide["test"]) < len(data.tasks["test"]) and np.isfinite(drift_within)
+else:
+    print("exercise 2: not answered yet (define wide, drift_within)")
 
 # %% tags=["solution"]
 # Solution 3
@@ -417,5 +423,8 @@ print(f"photoZ alone: balanced accuracy {photoz_score:.3f} against the ceiling {
       "u or from the redshift) or a task-level test (does the feature predict z?) can.")
 
 # %%
-# Self-check 3
-assert photoz_score < photoz_report.ceiling
+# Self-check 3: a reminder until you have answered, an error if the answer is wrong
+if {"photoz_score", "photoz_report"} <= set(globals()):
+    assert photoz_score < photoz_report.ceiling
+else:
+    print("exercise 3: not answered yet (define photoz_score, photoz_report)")

@@ -357,7 +357,7 @@ assert np.sqrt(curve[10].mean()) < np.sqrt(mean_only.mean()), "the learner must 
 #
 # ## Exercises
 #
-# Each exercise has a hint and a **self-check** cell that fails until the answer is right; all run offline.
+# Each exercise has a hint and a **self-check** cell: it reminds you until you have answered and fails if the answer is wrong. All run offline.
 #
 # 1. **Warm-up.** How much does the second-order term matter, as a function of the inner step size? Compute
 #    the relative difference between the first-order and the exact meta-gradient (5 inner steps, the batch
@@ -389,8 +389,11 @@ print(f"first- vs second-order relative difference: {gap_small:.4f} at inner_lr 
       f"{gap_large / gap_small:.1f} times larger for a 10 times larger step")
 
 # %%
-# Self-check 1
-assert 0 < 5 * gap_small < gap_large, "the dropped term grows about in proportion to the step size"
+# Self-check 1: a reminder until you have answered, an error if the answer is wrong
+if {"gap_small", "gap_large"} <= set(globals()):
+    assert 0 < 5 * gap_small < gap_large, "the dropped term grows about in proportion to the step size"
+else:
+    print("exercise 1: not answered yet (define gap_small, gap_large)")
 
 # %% tags=["solution"]
 # Solution 2: Reptile
@@ -405,9 +408,12 @@ curve_reptile = mn.adaptation_curve(reptile, *test[:4], inner_lr=0.01, max_steps
 print(f"Reptile 10-step MSE (median over tasks) {np.median(curve_reptile[10]):.3f} vs MAML {np.median(curve_maml[10]):.3f}")
 
 # %%
-# Self-check 2
-assert curve_reptile.shape == curve_maml.shape
-assert np.median(curve_reptile[10]) < np.median(curve_reptile[0]), "Reptile's initialisation must adapt"
+# Self-check 2: a reminder until you have answered, an error if the answer is wrong
+if {"curve_reptile"} <= set(globals()):
+    assert curve_reptile.shape == curve_maml.shape
+    assert np.median(curve_reptile[10]) < np.median(curve_reptile[0]), "Reptile's initialisation must adapt"
+else:
+    print("exercise 2: not answered yet (define curve_reptile)")
 
 # %% tags=["solution"]
 # Solution 3: five inner steps
@@ -418,5 +424,8 @@ print(f"inner_steps=5: {result5.iterations_per_second:.0f} it/s vs {result.itera
       f"(same wall-clock budget: {n_iterations // 5} iterations)")
 
 # %%
-# Self-check 3
-assert curve5.shape == curve_maml.shape and result5.iterations == n_iterations // 5
+# Self-check 3: a reminder until you have answered, an error if the answer is wrong
+if {"curve5", "result5"} <= set(globals()):
+    assert curve5.shape == curve_maml.shape and result5.iterations == n_iterations // 5
+else:
+    print("exercise 3: not answered yet (define curve5, result5)")

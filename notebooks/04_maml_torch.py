@@ -269,7 +269,7 @@ assert restored.iteration == learner.iteration
 #
 # ## Exercises
 #
-# Each exercise has a hint and a **self-check** cell that fails until the answer is right; all run offline.
+# Each exercise has a hint and a **self-check** cell: it reminds you until you have answered and fails if the answer is wrong. All run offline.
 #
 # 1. **Warm-up: your own network.** Build a `torch.nn.Sequential` with two hidden layers of 64 units and `Tanh`,
 #    wrap it in `mt.MetaLearner(..., algorithm="anil")` as `own`, and find out which parameters ANIL adapts
@@ -296,8 +296,11 @@ own_mse = own.evaluate(*test, steps=1)
 print(f"tanh network, 1-step test MSE {own_mse:.3f}")
 
 # %%
-# Self-check 1
-assert own.config.head_names == ("4.weight", "4.bias") and np.isfinite(own_mse)
+# Self-check 1: a reminder until you have answered, an error if the answer is wrong
+if {"own", "own_mse"} <= set(globals()):
+    assert own.config.head_names == ("4.weight", "4.bias") and np.isfinite(own_mse)
+else:
+    print("exercise 1: not answered yet (define own, own_mse)")
 
 # %% tags=["solution"]
 # Solution 2
@@ -310,8 +313,11 @@ for algorithm in ("maml", "fomaml"):
 print("5-step test MSE after meta-training with 5 inner steps:", {a: round(v, 3) for a, v in five_step_mse.items()})
 
 # %%
-# Self-check 2
-assert set(five_step_mse) == {"maml", "fomaml"} and all(np.isfinite(v) for v in five_step_mse.values())
+# Self-check 2: a reminder until you have answered, an error if the answer is wrong
+if {"five_step_mse"} <= set(globals()):
+    assert set(five_step_mse) == {"maml", "fomaml"} and all(np.isfinite(v) for v in five_step_mse.values())
+else:
+    print("exercise 2: not answered yet (define five_step_mse)")
 
 # %% tags=["solution"]
 # Solution 3
@@ -332,5 +338,8 @@ resume_difference = max(float((a - b).detach().abs().max()) for a, b in zip(stra
 print(f"iteration {resumed.iteration}; largest difference between straight and resumed training: {resume_difference}")
 
 # %%
-# Self-check 3
-assert resumed.iteration == straight.iteration == 20 and resume_difference == 0.0
+# Self-check 3: a reminder until you have answered, an error if the answer is wrong
+if {"resume_difference", "resumed", "straight"} <= set(globals()):
+    assert resumed.iteration == straight.iteration == 20 and resume_difference == 0.0
+else:
+    print("exercise 3: not answered yet (define resume_difference, resumed, straight)")

@@ -293,7 +293,7 @@ for k in config.ks:
 #
 # ## Exercises
 #
-# Each exercise has a hint and a **self-check** cell that fails until the answer is right; all run offline.
+# Each exercise has a hint and a **self-check** cell: it reminds you until you have answered and fails if the answer is wrong. All run offline.
 #
 # 1. **Warm-up: slices or draws?** For MAML at $K = 5$, how many times wider is the 95% interval of the RMSE
 #    when slices are resampled than when draws are treated as independent? Store the ratio in `width_ratio`.
@@ -319,8 +319,11 @@ print(f"MAML, K=5: interval width over slices {over_slices.hi - over_slices.lo:.
       f"{over_draws.hi - over_draws.lo:.3f} mag: {width_ratio:.1f}x")
 
 # %%
-# Self-check 1
-assert width_ratio > 1, "slices differ, so resampling them must widen the interval"
+# Self-check 1: a reminder until you have answered, an error if the answer is wrong
+if {"width_ratio"} <= set(globals()):
+    assert width_ratio > 1, "slices differ, so resampling them must widen the interval"
+else:
+    print("exercise 1: not answered yet (define width_ratio)")
 
 # %% tags=["solution"]
 # Solution 2
@@ -351,8 +354,11 @@ print("With one galaxy the raw offset adds that galaxy's own scatter to every pr
       "factor is close to 1.")
 
 # %%
-# Self-check 2
-assert raw_minus_shrunk[1].estimate > raw_minus_shrunk[20].estimate, "shrinking should matter most at K = 1"
+# Self-check 2: a reminder until you have answered, an error if the answer is wrong
+if {"raw_minus_shrunk"} <= set(globals()):
+    assert raw_minus_shrunk[1].estimate > raw_minus_shrunk[20].estimate, "shrinking should matter most at K = 1"
+else:
+    print("exercise 2: not answered yet (define raw_minus_shrunk)")
 
 # %% tags=["solution"]
 # Solution 3
@@ -363,5 +369,8 @@ balanced = results.paired(best_meta, reference, 10, metric="balanced_accuracy", 
 print(f"K=10, {best_meta} - {reference}: ΔAUC {auc_difference:+.4f}, Δ balanced accuracy {balanced:+.3f}")
 
 # %%
-# Self-check 3
-assert np.isfinite(auc_difference.estimate) and auc_difference.lo <= auc_difference.estimate <= auc_difference.hi
+# Self-check 3: a reminder until you have answered, an error if the answer is wrong
+if {"auc_difference"} <= set(globals()):
+    assert np.isfinite(auc_difference.estimate) and auc_difference.lo <= auc_difference.estimate <= auc_difference.hi
+else:
+    print("exercise 3: not answered yet (define auc_difference)")

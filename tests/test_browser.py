@@ -108,7 +108,14 @@ def test_a_student_runs_notebook_01_in_jupyterlab_and_sees_its_figures(jupyterla
           "Run > Run All Cells")[0].click()
     cells = browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell")
 
+    def errors():
+        return [e.text[:300] for e in browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")
+                if e.get_attribute("data-mime-type") == "application/vnd.jupyter.stderr"
+                and ("Traceback" in e.text or "Error" in e.text)]
+
     def all_ran():
+        found = errors()
+        assert not found, f"a cell failed in JupyterLab: {found}"  # fail at once, not after the time-out
         prompts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
         return len(prompts) == len(cells) and all(p.strip().startswith("[") and p.strip()[1:-2].isdigit()
                                                   for p in prompts)
@@ -118,9 +125,7 @@ def test_a_student_runs_notebook_01_in_jupyterlab_and_sees_its_figures(jupyterla
     figures = browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")
     browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")[0].location_once_scrolled_into_view
     browser.save_screenshot(str(SHOTS / "jupyterlab_01_fetch_sdss.png"))
-    errors = [e.text[:300] for e in browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")
-              if e.get_attribute("data-mime-type") == "application/vnd.jupyter.stderr"
-              and ("Traceback" in e.text or "Error" in e.text)]
-    assert not errors, errors
+    assert not errors(), errors()
+    assert "exercise 1: not answered yet" in browser.page_source, "a fresh student copy reminds, it does not fail"
     assert len(figures) >= 3, f"only {len(figures)} rendered figures in JupyterLab"
     assert all(f.size["width"] > 100 for f in figures)
