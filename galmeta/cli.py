@@ -69,6 +69,12 @@ def _cmd_student(args):
     print("student copies are clean: no solutions, no outputs")
 
 
+def _cmd_train(args):
+    from galmeta.train import run
+
+    run(args)
+
+
 def _cmd_course_generate(args):
     from pathlib import Path
 
@@ -122,6 +128,13 @@ def build_parser():
     p.set_defaults(func=_cmd_course_generate)
     p = course.add_parser("render", help="write static HTML of the executed notebooks and an index to build/site")
     p.set_defaults(func=_cmd_course_render)
+
+    from galmeta.train import build_parser as train_parser
+
+    p = sub.add_parser("train", help="meta-train on galaxy tasks (data-parallel under torchrun: "
+                                     "torchrun --nproc_per_node N -m galmeta.train ...)")
+    train_parser(p)
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("student", help="make student copies (solutions removed, no outputs) in ./build/student; "
                                        "edited copies are kept beside the new ones")

@@ -19,6 +19,16 @@ product; for any other ``torch.nn.Module`` it is ``torch.func.vmap`` over
 against a pure ``torch.func`` (``vmap`` of ``grad``) formulation: the batched
 matrix products were about twice as fast on the CPU, so they are kept.
 
+Data-parallel meta-training
+---------------------------
+When a ``torch.distributed`` process group is initialised (for example by ``torchrun``), a
+:class:`MetaLearner` broadcasts its initial parameters from rank 0, each rank samples its own shard of
+``meta_batch / world_size`` tasks (task sampling is seeded per rank), and the meta-gradients are averaged
+over ranks (all-reduce) before every optimiser step. W ranks with equal shards then take exactly the step
+one process takes on the whole meta-batch (the meta-loss is a mean over tasks). Only rank 0 writes
+checkpoints and shows progress. Without a process group nothing changes. ``python -m galmeta.train``
+(``galmeta train``) is the launcher.
+
 The family is one :class:`MetaLearner` with an ``algorithm`` option:
 ``"maml"`` (second order), ``"fomaml"``, ``"metasgd"`` (learned per-parameter
 inner learning rates, Li et al. 2017), ``"anil"`` (adapt only the head, Raghu
@@ -51,6 +61,7 @@ __all__ = [
     "MetaLearner",
     "AdaptedModel",
     "ALGORITHMS",
+    "distributed_context",
 ]
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile")
@@ -217,6 +228,15 @@ def _batched_forward(model: nn.Module, per_task: dict, x):
     return vmap(one_task)(per_task, x)
 
 
+def distributed_context():
+    """``(rank, world_size)`` of the initialised ``torch.distributed`` process group, or ``(0, 1)`` without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _default_head(model: nn.Module) -> tuple:
     """ANIL's head: the output layer (the last submodule that owns parameters)."""
     if isinstance(model, MLP):
@@ -314,6 +334,16 @@ class MetaLearner:
             self.inner_lrs = {n: torch.full_like(p, self.config.inner_lr, requires_grad=True)
                               for n, p in self.model.named_parameters()}
         trainable = list(self.model.parameters()) + (list(self.inner_lrs.values()) if self.inner_lrs else [])
+        self.rank, self.world_size = distributed_context()
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if self.config.meta_batch % self.world_size:
+                raise ValueError(f"meta_batch={self.config.meta_batch} must be divisible by the {self.world_size} ranks "
+                                 "of the process group, so that every rank's shard has the same size")
+            with torch.no_grad():
+                for tensor in trainable:  # every rank starts from rank 0's parameters
+                    dist.broadcast(tensor.data, src=0)
         self.optimiser = torch.optim.Adam(trainable, lr=self.config.meta_lr)
         self.history: dict = {"iteration": [], "train_loss": [], "val_iteration": [], "val_loss": []}
         self.iteration = 0
@@ -378,6 +408,8 @@ class MetaLearner:
             loss_t = self.meta_loss(xs, ys, xq, yq)
             loss_t.backward()
             loss = float(loss_t.detach())
+        if self.world_size > 1:
+            loss = self._average_over_ranks(loss)
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"meta-loss became {loss} at iteration {self.iteration}; lower meta_lr or inner_lr, "
@@ -386,6 +418,20 @@ class MetaLearner:
         self.optimiser.step()
         self.iteration += 1
         return loss
+
+    def _average_over_ranks(self, loss):
+        """Average every meta-gradient (and the reported loss) over the ranks of the process group."""
+        import torch.distributed as dist
+
+        for group in self.optimiser.param_groups:
+            for tensor in group["params"]:
+                if tensor.grad is None:
+                    tensor.grad = torch.zeros_like(tensor)
+                dist.all_reduce(tensor.grad, op=dist.ReduceOp.SUM)
+                tensor.grad /= self.world_size
+        total = torch.tensor([loss], dtype=torch.float64, device=self.device)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return float(total.item()) / self.world_size
 
     def _reptile_gradients(self, xs, ys, xq, yq):
         """Reptile: move towards the task-adapted weights; (theta - phi) is used as the gradient."""
@@ -440,13 +486,17 @@ class MetaLearner:
         if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
             raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
         rng = rng or np.random.default_rng(self.config.seed + self.iteration)
+        if self.world_size > 1:  # each rank its own shard of tasks: same streams would duplicate them
+            rng = np.random.default_rng([int(rng.integers(2 ** 62)), self.rank])
+        tasks_per_rank = self.config.meta_batch // self.world_size
         best, best_state, bad_evals = math.inf, None, 0
         start = time.perf_counter()
-        bar = progress_bar(range(int(n_iterations)), disable=None if progress is None else not progress,
+        show = (None if progress is None else progress) if self.rank == 0 else False
+        bar = progress_bar(range(int(n_iterations)), disable=None if show is None else not show,
                            desc=f"meta-train ({self.config.algorithm})", mininterval=1.0)
         first_losses, warned = [], False
         for _ in bar:
-            batch = sample_tasks(rng, self.config.meta_batch)
+            batch = sample_tasks(rng, tasks_per_rank)
             loss = self.step(*batch)
             self.history["iteration"].append(self.iteration)
             self.history["train_loss"].append(loss)
@@ -474,13 +524,13 @@ class MetaLearner:
                     bad_evals += 1
                 if patience is not None and bad_evals >= patience:
                     break
-            if checkpoint is not None and self.iteration % eval_every == 0:
+            if checkpoint is not None and self.iteration % eval_every == 0 and self.rank == 0:
                 self.save(checkpoint)
         self.seconds = time.perf_counter() - start
         if best_state is not None:
             self._load_state(best_state)
         self.is_fitted_ = True
-        if checkpoint is not None:
+        if checkpoint is not None and self.rank == 0:
             self.save(checkpoint)
         return self
 

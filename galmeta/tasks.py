@@ -143,12 +143,12 @@ def clean_galaxies(table):
 
     from galmeta.data import validate_table
 
-    from galmeta.data import _normalise_columns, exact_ids
+    from galmeta.data import _normalise_columns
 
     validate_table(table, "the galaxy table")
     table = _normalise_columns(table.copy(copy_data=False), "the galaxy table")  # types checked, ids exact
     report = CleaningReport(n_input=len(table))
-    ids = {name: exact_ids(table[name], name, "the galaxy table") for name in ("objID", "specObjID") if name in table.colnames}
+    ids = {name: np.asarray(table[name]) for name in ("objID", "specObjID") if name in table.colnames}
     # numbers become float with NaN for missing; other text columns (source_file, notes) pass through as text
     columns = {name: (_column(table, name) if table[name].dtype.kind in "iufb" else _column(table, name, str))
                for name in table.colnames if name not in ("class", "subClass", *ids)}

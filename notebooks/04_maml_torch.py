@@ -20,7 +20,8 @@
 # - batch tasks instead of looping over them, and measure what that buys;
 # - run the same code on whatever device you have (CUDA, Apple MPS or CPU);
 # - use the family as options of one trainer: FOMAML, Meta-SGD (learned inner learning rates), ANIL (adapt
-#   only the head) and Reptile; fit / adapt / predict, early stopping and checkpoints.
+#   only the head) and Reptile; fit / adapt / predict, early stopping and checkpoints;
+# - scale out: data-parallel meta-training on several processes with `torch.distributed` and `torchrun`.
 #
 # **Prerequisites:** notebook 03; PyTorch tensors and `autograd`.
 #
@@ -254,6 +255,39 @@ restored = mt.MetaLearner(mt.MLP((data.X.shape[1], 40, 40, 1)), algorithm="anil"
                           eval_inner_steps=5, device=device).load(checkpoint_dir / "anil.pt")
 print("checkpoint of iteration", restored.iteration)
 assert restored.iteration == learner.iteration
+
+# %% [markdown]
+# ## 5. Scaling out: data-parallel meta-training
+#
+# A meta-batch is a sum over tasks, so it splits across processes: with a `torch.distributed` process group,
+# each of W ranks samples its own `meta_batch / W` tasks, and `MetaLearner` averages the meta-gradients over the
+# ranks (all-reduce) before each Adam step: exactly the step one process takes on the whole meta-batch
+# (`tests/test_distributed.py` checks that to 1e-10 for every algorithm). PyTorch's own launcher starts the
+# processes; on CPUs they talk through gloo, on GPUs through NCCL:
+#
+# ```bash
+# torchrun --standalone --nproc_per_node 2 -m galmeta.train --algorithm maml --meta-batch 50 --iterations 3000 \
+#          --checkpoint build/maml.pt            # --resume continues from the checkpoint, in any number of processes
+# ```
+#
+# Here, two CPU processes for a few iterations (on this notebook's machine, two processes share its cores):
+
+# %%
+import json
+import subprocess
+import sys
+
+command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "galmeta.train",
+           "--iterations", str(by_mode(ci=20, laptop=300)), "--meta-batch", "50", "--eval-every", "10",
+           "--checkpoint", str(checkpoint_dir / "two_ranks.pt"), "--device", "cpu"]
+done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+summary = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+print(summary)
+assert done.returncode == 0 and summary["ranks"] == 2
+resumed_alone = mt.MetaLearner(mt.MLP((data.X.shape[1], 40, 40, 1)), algorithm="maml", meta_batch=50,
+                               device="cpu").load(checkpoint_dir / "two_ranks.pt")
+print(f"a checkpoint written by 2 ranks resumes in this one process at iteration {resumed_alone.iteration}")
+assert resumed_alone.iteration == summary["iteration"]
 
 # %% [markdown]
 # How these compare with honest baselines (a pooled network, fine-tuning, ridge regression, nearest

@@ -100,7 +100,7 @@ def test_rendered_page_in_a_headless_browser(tmp_path):
 
 @pytest.mark.parametrize("args", [[], ["data"], ["data", "import"], ["data", "fetch"], ["data", "info"], ["data", "use"],
                                   ["course"], ["course", "generate"], ["course", "run"], ["course", "render"],
-                                  ["student"]])
+                                  ["student"], ["train"]])
 def test_cli_help(args):
     done = subprocess.run([sys.executable, "-m", "galmeta.cli", *args, "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "usage: galmeta" in done.stdout
