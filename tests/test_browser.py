@@ -36,8 +36,14 @@ def _free_port() -> int:
 @pytest.fixture
 def jupyterlab(tmp_path):
     """A JupyterLab server on localhost over a folder holding the student copies, as `make lab` opens them."""
+    import nbformat
+
     folder = tmp_path / "lab"
     course.make_student_copies(folder, ["01"])
+    bar = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from galmeta.config import progress_bar\nimport time\nfor _ in progress_bar(range(20), desc='demo'):\n    time.sleep(0.05)")])
+    bar.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(bar, folder / "progress.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     log = open(tmp_path / "jupyterlab.log", "w")
     env = {**os.environ, "GALMETA_MODE": "ci"}
@@ -129,3 +135,20 @@ def test_a_student_runs_notebook_01_in_jupyterlab_and_sees_its_figures(jupyterla
     assert "exercise 1: not answered yet" in browser.page_source, "a fresh student copy reminds, it does not fail"
     assert len(figures) >= 3, f"only {len(figures)} rendered figures in JupyterLab"
     assert all(f.size["width"] > 100 for f in figures)
+
+
+def test_a_progress_bar_is_a_widget_in_jupyterlab(jupyterlab, browser):
+    from selenium.webdriver.common.by import By
+
+    url, token = jupyterlab
+    browser.get(f"{url}/lab/tree/progress.ipynb?token={token}")
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"), 120, "the notebook to open")
+    _wait(lambda: "Idle" in browser.page_source, 120, "the kernel to start")
+    _wait(lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel") if e.text == "Run"],
+          30, "the Run menu")[0].click()
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "li[data-command='runmenu:run-all']"), 30, "Run All")[0].click()
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".widget-hprogress, .jupyter-widgets progress, .widget-progress"),
+          60, "a progress widget")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SHOTS / "jupyterlab_progress_widget.png"))
+    assert "IProgress not found" not in browser.page_source
