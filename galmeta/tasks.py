@@ -91,9 +91,10 @@ class CleaningReport:
         return self.steps[-1][2] if self.steps else self.n_input
 
     def as_text(self) -> str:
-        lines = [f"{'input rows':<44s} {self.n_input:>7d}"]
+        width = max([44] + [len(step) for step, _, _ in self.steps])
+        lines = [f"{'input rows':<{width}s} {self.n_input:>7d}"]
         for step, removed, left in self.steps:
-            lines.append(f"{step:<44s} {-removed:>7d}  -> {left:d}")
+            lines.append(f"{step:<{width}s} {-removed:>7d}  -> {left:d}")
         for key, value in self.notes.items():
             lines.append(f"  note: {key}: {value}")
         return "\n".join(lines)
