@@ -36,7 +36,6 @@ import numpy as np
 
 from galmeta import maml_numpy as mn
 from galmeta import metrics as gm
-from galmeta.tasks import STRATEVA_UR_CUT
 
 __all__ = [
     "TAIL_RMSE",

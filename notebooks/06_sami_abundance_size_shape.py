@@ -151,7 +151,7 @@ assert np.median(catalogue.target[in_cluster]) > np.median(catalogue.target[~in_
 tables = sami.read_sami_tables()
 z_err = np.asarray(tables["ssp"]["z_re_mge_err"], float)
 z_err = z_err[(z_err > 0) & (z_err != sami.SENTINEL)]
-print(f"missing after cleaning: " + ", ".join(f"{name} {np.isnan(catalogue.X_raw[:, i]).sum()}"
+print("missing after cleaning: " + ", ".join(f"{name} {np.isnan(catalogue.X_raw[:, i]).sum()}"
                                               for i, name in enumerate(catalogue.feature_names)))
 print(f"[Z/H] error: median {np.median(z_err):.3f} dex against a spread (std) of {np.nanstd(metallicity):.3f} dex")
 assert np.median(z_err) > 0.2 * np.nanstd(metallicity)
