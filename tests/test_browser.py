@@ -51,7 +51,10 @@ def jupyterlab(tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}",
-         "--LabApp.news_url=", "--ServerApp.port_retries=0"],
+         "--LabApp.news_url=", "--ServerApp.port_retries=0",
+         # a workspace and settings of its own: JupyterLab restores open tabs from ~/.jupyter otherwise,
+         # and "Run All" would run whichever notebook an earlier session left in front
+         f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}", f"--LabApp.user_settings_dir={tmp_path / 'settings'}"],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -98,19 +101,38 @@ def _wait(condition, seconds, what):
     pytest.fail(f"timed out after {seconds} s waiting for {what}")
 
 
+def _started(browser):
+    from selenium.webdriver.common.by import By
+
+    return any(p.text.strip() not in ("[ ]:", "") for p in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt"))
+
+
+def _open_and_run_all(browser, url):
+    """Open a notebook as a student does, wait for its kernel, then Run > Run All Cells (again if nothing starts)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(url)
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"), 120, "the notebook to open")
+    _wait(lambda: any("Idle" in e.text for e in browser.find_elements(By.CSS_SELECTOR, ".jp-StatusBar-Widget, .jp-StatusBar-TextItem")),
+          120, "the kernel to be idle")
+    for attempt in range(2):
+        _wait(lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel") if e.text == "Run"],
+              30, "the Run menu")[0].click()
+        _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "li[data-command='runmenu:run-all']"), 30,
+              "Run > Run All Cells")[0].click()
+        deadline = time.time() + 20
+        while time.time() < deadline and not _started(browser):
+            time.sleep(0.5)
+        if _started(browser):
+            return
+    pytest.fail("Run All Cells started no cell")
+
+
 def test_a_student_runs_notebook_01_in_jupyterlab_and_sees_its_figures(jupyterlab, browser):
     from selenium.webdriver.common.by import By
 
     url, token = jupyterlab
-    browser.get(f"{url}/lab/tree/01_fetch_sdss.ipynb?token={token}")
-    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"), 120, "the notebook to open")
-    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")
-          or "Idle" in browser.page_source, 120, "the kernel to start")
-    run_menu = _wait(lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel")
-                              if e.text == "Run"], 30, "the Run menu")
-    run_menu[0].click()
-    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "li[data-command='runmenu:run-all']"), 30,
-          "Run > Run All Cells")[0].click()
+    _open_and_run_all(browser, f"{url}/lab/tree/01_fetch_sdss.ipynb?reset&token={token}")
     cells = browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell")
 
     def errors():
@@ -140,12 +162,7 @@ def test_a_progress_bar_is_a_widget_in_jupyterlab(jupyterlab, browser):
     from selenium.webdriver.common.by import By
 
     url, token = jupyterlab
-    browser.get(f"{url}/lab/tree/progress.ipynb?token={token}")
-    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"), 120, "the notebook to open")
-    _wait(lambda: "Idle" in browser.page_source, 120, "the kernel to start")
-    _wait(lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel") if e.text == "Run"],
-          30, "the Run menu")[0].click()
-    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "li[data-command='runmenu:run-all']"), 30, "Run All")[0].click()
+    _open_and_run_all(browser, f"{url}/lab/tree/progress.ipynb?reset&token={token}")
     _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".widget-hprogress, .jupyter-widgets progress, .widget-progress"),
           60, "a progress widget")
     SHOTS.mkdir(parents=True, exist_ok=True)
