@@ -332,9 +332,7 @@ def run_evaluation(catalogue, learners, config: EvaluationConfig, window=0.005, 
         for seed in config.seeds:
             shared = {"pooled_config": {"n_epochs": config.pooled_epochs}}
             for learner in learners:
-                fit_start = time.perf_counter()
                 learner.fit(data, seed, shared)
-                fit_seconds = time.perf_counter() - fit_start
                 for k in config.ks:
                     truth_val = data.target[val_draws[k].query]
                     val_scores = {o: _rmse(p, truth_val) for o, p in learner.predict_options(data, val_draws[k]).items()}
@@ -342,7 +340,7 @@ def run_evaluation(catalogue, learners, config: EvaluationConfig, window=0.005, 
                     test_predictions = learner.predict_options(data, test_draws[k])
                     truth = data.target[test_draws[k].query]
                     results.add(learner, k, fold, seed, test_predictions[chosen], truth, chosen, val_scores[chosen],
-                                {o: _rmse(p, truth) for o, p in test_predictions.items()}, fit_seconds,
+                                {o: _rmse(p, truth) for o, p in test_predictions.items()},
                                 learner.margin(data, test_predictions[chosen]))
             if progress:
                 progress(f"fold {fold} seed {seed} done ({time.perf_counter() - start:.0f} s)")
@@ -373,7 +371,6 @@ class EvaluationResults:
     chosen: dict = field(default_factory=dict)
     val_rmse: dict = field(default_factory=dict)
     option_rmse: dict = field(default_factory=dict)
-    fit_seconds: dict = field(default_factory=dict)
     slices: list = field(default_factory=list)
     seconds: float = 0.0
 
@@ -388,14 +385,13 @@ class EvaluationResults:
         self.truth.setdefault(k, []).append(truth)
         self.draws.setdefault(k, []).append(draws)
 
-    def add(self, learner, k, fold, seed, predictions, truth, option, val_rmse, option_rmse, fit_seconds, margins):
+    def add(self, learner, k, fold, seed, predictions, truth, option, val_rmse, option_rmse, margins):
         key = (learner.name, k)
         self.predictions.setdefault(key, {}).setdefault(seed, {})[fold] = predictions
         self.margins.setdefault(key, {}).setdefault(seed, {})[fold] = margins
         self.chosen[(learner.name, k, fold, seed)] = option
         self.val_rmse[(learner.name, k, fold, seed)] = val_rmse
         self.option_rmse[(learner.name, k, fold, seed)] = option_rmse
-        self.fit_seconds[(learner.name, fold, seed)] = fit_seconds
 
     def without_models(self):
         """A copy whose learners keep their configuration but drop trained models (small, picklable)."""

@@ -72,15 +72,14 @@ def _pooled(values, n_axes):
     return values.reshape(*values.shape[: values.ndim - n_axes], -1)
 
 
-#: Metric name -> (function of (residuals, labels, scores, threshold) over the last three axes, unit, lower is better).
+#: Metric name -> function of (residuals, labels, scores, threshold) over the last three axes (slice, draw, query).
 METRICS = {
-    "rmse": (lambda r, l, s, t: np.sqrt(np.mean(_pooled(r, 3) ** 2, axis=-1)), "mag", True),
-    "bias": (lambda r, l, s, t: np.mean(_pooled(r, 3), axis=-1), "mag", None),
-    "sigma_nmad": (lambda r, l, s, t: sigma_nmad(_pooled(r, 3)), "mag", True),
-    "worst_draw_rmse": (lambda r, l, s, t: np.sqrt(np.mean(r ** 2, axis=-1)).reshape(*r.shape[:-3], -1).max(axis=-1),
-                        "mag", True),
-    "balanced_accuracy": (lambda r, l, s, t: balanced_accuracy(_pooled(l, 3), _pooled(s, 3) >= t), "", False),
-    "roc_auc": (lambda r, l, s, t: roc_auc(_pooled(l, 3), _pooled(s, 3)), "", False),
+    "rmse": lambda r, l, s, t: np.sqrt(np.mean(_pooled(r, 3) ** 2, axis=-1)),
+    "bias": lambda r, l, s, t: np.mean(_pooled(r, 3), axis=-1),
+    "sigma_nmad": lambda r, l, s, t: sigma_nmad(_pooled(r, 3)),
+    "worst_draw_rmse": lambda r, l, s, t: np.sqrt(np.mean(r ** 2, axis=-1)).reshape(*r.shape[:-3], -1).max(axis=-1),
+    "balanced_accuracy": lambda r, l, s, t: balanced_accuracy(_pooled(l, 3), _pooled(s, 3) >= t),
+    "roc_auc": lambda r, l, s, t: roc_auc(_pooled(l, 3), _pooled(s, 3)),
 }
 
 
@@ -102,7 +101,7 @@ def metric(name, residuals, labels=None, scores=None, threshold=None, tail=None)
         return np.mean(_pooled(draw_rmse, 2) > tail, axis=-1)
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose from {sorted(METRICS) + ['tail_fraction']}")
-    return METRICS[name][0](residuals, labels, scores, threshold)
+    return METRICS[name](residuals, labels, scores, threshold)
 
 
 def hierarchical_resamples(rng, n_slices, n_draws, n_resamples):
