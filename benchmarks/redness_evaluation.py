@@ -12,6 +12,12 @@ fold and training seed, chooses every option on meta-validation, and writes into
     python benchmarks/redness_evaluation.py                   # full: 5 folds x 5 seeds
     python benchmarks/redness_evaluation.py --seeds 0 --folds 0 --meta-iterations 300   # a quick look
     python benchmarks/redness_evaluation.py --replot           # tables and figures again from results.pickle
+
+On a machine with several cores, folds can run in separate processes and be merged:
+
+    python benchmarks/redness_evaluation.py --folds 0 1 2 --threads 1 --no-tables --out build/results/part0 &
+    python benchmarks/redness_evaluation.py --folds 3 4 --threads 1 --no-tables --out build/results/part1
+    python benchmarks/redness_evaluation.py --merge build/results/part0 build/results/part1
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from pathlib import Path
 
 from galmeta.config import seed_everything, try_device
 from galmeta.data import load_galaxies
-from galmeta.evaluate import EvaluationConfig, default_learners, run_evaluation
+from galmeta.evaluate import EvaluationConfig, EvaluationResults, default_learners, run_evaluation
 from galmeta.plots import save_figures
 from galmeta.tasks import build_catalogue
 
@@ -33,7 +39,7 @@ def main():
     parser.add_argument("--dataset", choices=("sdss", "sami"), default="sdss",
                         help="sdss: u - r from griz, redshift slices (notebook 05); sami: g - i from abundance, size and "
                              "shape, environments as tasks (notebook 06)")
-    parser.add_argument("--meta-iterations", type=int, default=5000, help="most meta-iterations (early stopping decides)")
+    parser.add_argument("--meta-iterations", type=int, default=3000, help="most meta-iterations (early stopping decides)")
     parser.add_argument("--pooled-epochs", type=int, default=100, help="most epochs of the pooled networks")
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds")
@@ -44,12 +50,34 @@ def main():
     parser.add_argument("--out", default=None, help="output folder (default build/results, or build/results/sami)")
     parser.add_argument("--replot", action="store_true",
                         help="redraw tables and figures from the results.pickle of an earlier run in --out")
+    parser.add_argument("--merge", nargs="+", metavar="FOLDER",
+                        help="merge the results.pickle of runs over disjoint folds, then write tables and figures to --out")
+    parser.add_argument("--no-tables", action="store_true", help="save results.pickle only (for --merge later)")
+    parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (1 when folds run in parallel)")
+    parser.add_argument("--meta-train-k", type=int, default=None,
+                        help="one K for meta-training (default: drawn per meta-batch from 1 to the largest K)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     out = Path(args.out or Path(__file__).resolve().parent.parent / "build" / "results" / ("sami" if args.dataset == "sami" else ""))
-    if args.replot:
-        with open(out / "results.pickle", "rb") as handle:
-            results = pickle.load(handle)
+    if args.replot or args.merge:
+        if args.merge:
+            parts = []
+            for folder in args.merge:
+                with open(Path(folder) / "results.pickle", "rb") as handle:
+                    parts.append(pickle.load(handle))
+            results = EvaluationResults.merge(parts)
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out / "results.pickle", "wb") as handle:
+                pickle.dump(results, handle)
+            print(f"merged folds {results.config.folds}: {len(results.slices)} meta-test tasks; training and "
+                  f"prediction took {results.seconds:.0f} s of process time in all")
+        else:
+            with open(out / "results.pickle", "rb") as handle:
+                results = pickle.load(handle)
         start = time.perf_counter()
         summary_rows, paired_rows = results.write(out, n_resamples=args.resamples)
         print("\n".join(str(p) for p in save_figures(results, paired_rows, summary_rows, out)))
@@ -67,7 +95,7 @@ def main():
         catalogue, sizes, min_size = build_catalogue(load_galaxies()), {}, 40
     config = EvaluationConfig(folds=tuple(args.folds), seeds=tuple(args.seeds), n_draws=args.draws,
                               n_val_draws=args.val_draws, meta_iterations=args.meta_iterations,
-                              pooled_epochs=args.pooled_epochs, **sizes)
+                              pooled_epochs=args.pooled_epochs, meta_train_k=args.meta_train_k, **sizes)
     print(f"device {device}; {len(config.folds)} fold(s) x {len(config.seeds)} seed(s); "
           f"{config.n_draws} draws per meta-test slice and K")
     results = run_evaluation(catalogue, default_learners(config, device=device), config, min_size=min_size,
@@ -76,6 +104,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.pickle", "wb") as handle:  # predictions only: learners are dropped
         pickle.dump(results.without_models(), handle)
+    if args.no_tables:
+        print(f"saved {out / 'results.pickle'} (tables with --merge or --replot)")
+        return
     summary_rows, paired_rows = results.write(out, n_resamples=args.resamples)
     figures = save_figures(results, paired_rows, summary_rows, out)
     print("\n" + (out / "redness_paired.md").read_text())

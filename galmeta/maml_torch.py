@@ -33,6 +33,17 @@ The family is one :class:`MetaLearner` with an ``algorithm`` option:
 ``"maml"`` (second order), ``"fomaml"``, ``"metasgd"`` (learned per-parameter
 inner learning rates, Li et al. 2017), ``"anil"`` (adapt only the head, Raghu
 et al. 2020) and ``"reptile"`` (Nichol et al. 2018).
+
+Stabilised adaptation (MAML++, Antoniou, Edwards & Storkey 2019)
+----------------------------------------------------------------
+Three options of :class:`MetaConfig`, usable with ``"maml"``, ``"fomaml"`` and ``"anil"``:
+``step_lrs=True`` learns one inner learning rate per parameter tensor (a layer's ``W`` or ``b``) and per
+inner step (adapting for more steps than were trained reuses the last step's rates);
+``multi_step_iterations=N`` makes the training loss a weighted sum of the query losses after every inner
+step, annealed over the first N meta-iterations towards the last step's loss alone (so early training
+cannot ignore the intermediate steps); ``inner_grad_clip=c`` rescales each task's inner gradient to a norm
+of at most ``c`` (in training and adaptation), so one badly placed support point cannot throw the
+weights far. :func:`mamlpp_config` sets all three.
 """
 from __future__ import annotations
 
@@ -62,6 +73,7 @@ __all__ = [
     "AdaptedModel",
     "ALGORITHMS",
     "distributed_context",
+    "mamlpp_config",
 ]
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile")
@@ -264,6 +276,9 @@ class MetaConfig:
     head_names: tuple = ()
     reptile_steps: int = 5
     seed: int = DEFAULT_SEED
+    step_lrs: bool = False
+    multi_step_iterations: int = 0
+    inner_grad_clip: float | None = None
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
@@ -278,6 +293,56 @@ class MetaConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         self.head_names = tuple(self.head_names)
+        if self.step_lrs and self.algorithm not in ("maml", "fomaml", "anil"):
+            raise ValueError(f"step_lrs=True (learned per-layer, per-step rates) needs algorithm 'maml', 'fomaml' or "
+                             f"'anil', not {self.algorithm!r} (Meta-SGD learns its own rates; Reptile has no query loss)")
+        if isinstance(self.multi_step_iterations, bool) or not isinstance(self.multi_step_iterations, (int, np.integer)) \
+                or self.multi_step_iterations < 0:
+            raise ValueError(f"multi_step_iterations must be an integer >= 0 (0: the last step's loss only), "
+                             f"got {self.multi_step_iterations!r}")
+        if self.inner_grad_clip is not None and not (
+                isinstance(self.inner_grad_clip, (int, float)) and not isinstance(self.inner_grad_clip, bool)
+                and math.isfinite(self.inner_grad_clip) and self.inner_grad_clip > 0):
+            raise ValueError(f"inner_grad_clip must be None (no clipping) or a finite number > 0, got {self.inner_grad_clip!r}")
+
+
+def mamlpp_config(inner_steps=5, multi_step_iterations=1_000, inner_grad_clip=10.0, **kwargs) -> MetaConfig:
+    """A :class:`MetaConfig` with the MAML++ stabilisers: per-layer per-step rates, multi-step loss, clipping.
+
+    Examples
+    --------
+    >>> config = mamlpp_config(inner_lr=0.01)
+    >>> config.algorithm, config.inner_steps, config.step_lrs, config.inner_grad_clip
+    ('maml', 5, True, 10.0)
+    """
+    kwargs.setdefault("algorithm", "maml")
+    return MetaConfig(inner_steps=inner_steps, step_lrs=True, multi_step_iterations=multi_step_iterations,
+                      inner_grad_clip=inner_grad_clip, **kwargs)
+
+
+def multi_step_weights(n_steps: int, iteration: int, anneal_iterations: int) -> np.ndarray:
+    """Weights of the query losses after inner steps 1..n in the MAML++ multi-step loss.
+
+    Uniform (1/n each) at iteration 0; the weights of steps 1..n-1 then fall linearly to a floor of
+    0.03/n by ``anneal_iterations`` while the last step takes the rest (Antoniou et al. 2019, sec. 4).
+    ``anneal_iterations = 0`` or one step: the last step's loss alone.
+
+    Examples
+    --------
+    >>> multi_step_weights(4, 0, 100).round(3).tolist()
+    [0.25, 0.25, 0.25, 0.25]
+    >>> multi_step_weights(4, 100, 100).round(4).tolist()
+    [0.0075, 0.0075, 0.0075, 0.9775]
+    """
+    n_steps = int(n_steps)
+    if n_steps <= 1 or anneal_iterations <= 0:
+        return np.eye(1, max(n_steps, 1), max(n_steps, 1) - 1).ravel()
+    floor = 0.03 / n_steps
+    progress = min(iteration / anneal_iterations, 1.0)
+    early = 1.0 / n_steps + (floor - 1.0 / n_steps) * progress
+    weights = np.full(n_steps, early)
+    weights[-1] = 1.0 - early * (n_steps - 1)
+    return weights
 
 
 def _check_steps(steps, name="steps"):
@@ -333,6 +398,10 @@ class MetaLearner:
         if self.config.algorithm == "metasgd":
             self.inner_lrs = {n: torch.full_like(p, self.config.inner_lr, requires_grad=True)
                               for n, p in self.model.named_parameters()}
+        elif self.config.step_lrs:  # MAML++: one rate per parameter tensor and inner step
+            steps = max(int(self.config.inner_steps), 1)
+            self.inner_lrs = {n: torch.full((steps,), float(self.config.inner_lr), dtype=dtype, device=self.device,
+                                            requires_grad=True) for n in self._adapt_names()}
         trainable = list(self.model.parameters()) + (list(self.inner_lrs.values()) if self.inner_lrs else [])
         self.rank, self.world_size = distributed_context()
         if self.world_size > 1:
@@ -348,28 +417,56 @@ class MetaLearner:
         self.history: dict = {"iteration": [], "train_loss": [], "val_iteration": [], "val_loss": []}
         self.iteration = 0
         self.seconds = 0.0  # wall-clock time of the last fit
+        self.diverged_at = None  # iteration at which the last fit(on_divergence="stop") stopped, if it did
         self.is_fitted_ = False
 
     # -- the inner loop ------------------------------------------------------
-    def _adapted(self, xs, ys, steps, create_graph, start=None):
+    def _adapt_names(self):
+        return tuple(self.config.head_names) if self.config.algorithm == "anil" else tuple(self.names)
+
+    def _rate(self, name, step, inner_lr=None):
+        """The inner step size of parameter ``name`` at inner step ``step`` (0-based)."""
+        if inner_lr is not None:
+            return inner_lr
+        if self.inner_lrs is None:
+            return self.config.inner_lr
+        rates = self.inner_lrs[name]
+        if self.config.step_lrs:  # beyond the trained steps, keep the last step's rate
+            return rates[min(step, rates.shape[0] - 1)]
+        return rates
+
+    def _clipped(self, grads):
+        """Each task's inner gradient rescaled to a norm of at most ``inner_grad_clip`` (differentiable)."""
+        clip = self.config.inner_grad_clip
+        if clip is None:
+            return grads
+        squared = sum(g.pow(2).reshape(g.shape[0], -1).sum(dim=1) for g in grads)
+        scale = torch.clamp(clip / (squared.sqrt() + 1e-12), max=1.0)
+        return [g * scale.reshape(-1, *([1] * (g.dim() - 1))) for g in grads]
+
+    def _adapted(self, xs, ys, steps, create_graph, start=None, first_step=0, inner_lr=None, trajectory=False):
         """Per-task parameters after ``steps`` inner SGD steps (a dict name -> (T, ...)).
 
-        ``start`` continues from earlier per-task parameters instead of the shared ones.
+        ``start`` continues from earlier per-task parameters instead of the shared ones, at inner step
+        ``first_step`` (which picks MAML++'s per-step rates); ``inner_lr`` overrides every step size;
+        ``trajectory=True`` returns the list of per-task parameters after each step instead.
         """
         n_tasks = xs.shape[0]
         params = dict(self.model.named_parameters())
-        adapt_names = self.config.head_names if self.config.algorithm == "anil" else tuple(self.names)
+        adapt_names = self._adapt_names()
         if start is None:
             per_task = {n: p.expand(n_tasks, *p.shape) for n, p in params.items()}
         else:
             per_task = {n: v.detach().requires_grad_(n in adapt_names) for n, v in start.items()}
-        for _ in range(int(steps)):
+        path = []
+        for step in range(first_step, first_step + int(steps)):
             loss = _task_mse(_batched_forward(self.model, per_task, xs), ys).sum()
             grads = torch.autograd.grad(loss, [per_task[n] for n in adapt_names], create_graph=create_graph)
-            for n, g in zip(adapt_names, grads):
-                lr = self.inner_lrs[n] if self.inner_lrs is not None else self.config.inner_lr
-                per_task[n] = per_task[n] - lr * g
-        return per_task
+            for n, g in zip(adapt_names, self._clipped(list(grads))):
+                per_task[n] = per_task[n] - self._rate(n, step, inner_lr) * g
+            if trajectory:
+                path.append(dict(per_task))
+        return path if trajectory else per_task
 
     def _as_tensor(self, array):
         if not torch.is_tensor(array):
@@ -398,16 +495,33 @@ class MetaLearner:
         per_task = self._adapted(xs, ys, steps, create_graph=second_order)
         return _task_mse(_batched_forward(self.model, per_task, xq), yq).mean()
 
+    def _training_loss(self, xs, ys, xq, yq):
+        """The loss meta-training differentiates: the meta-loss, or MAML++'s annealed multi-step loss.
+
+        Returns ``(differentiable loss, last step's query loss as a float)``.
+        """
+        steps = int(self.config.inner_steps)
+        if not self.config.multi_step_iterations or steps <= 1:
+            loss = self.meta_loss(xs, ys, xq, yq)
+            return loss, float(loss.detach())
+        xs, ys, xq, yq = (self._as_tensor(a) for a in (xs, ys, xq, yq))
+        self._check(xs=xs, ys=ys, xq=xq, yq=yq)
+        second_order = self.config.algorithm in ("maml", "anil")
+        weights = multi_step_weights(steps, self.iteration, self.config.multi_step_iterations)
+        path = self._adapted(xs, ys, steps, create_graph=second_order, trajectory=True)
+        losses = [_task_mse(_batched_forward(self.model, per_task, xq), yq).mean() for per_task in path]
+        total = sum(float(w) * loss for w, loss in zip(weights, losses))
+        return total, float(losses[-1].detach())
+
     # -- one meta-update -----------------------------------------------------
     def step(self, xs, ys, xq, yq):
-        """One meta-update on a batch of tasks; returns the meta-loss before the update."""
+        """One meta-update on a batch of tasks; returns the meta-loss (last inner step) before the update."""
         self.optimiser.zero_grad(set_to_none=True)
         if self.config.algorithm == "reptile":
             loss = self._reptile_gradients(xs, ys, xq, yq)
         else:
-            loss_t = self.meta_loss(xs, ys, xq, yq)
+            loss_t, loss = self._training_loss(xs, ys, xq, yq)
             loss_t.backward()
-            loss = float(loss_t.detach())
         if self.world_size > 1:
             loss = self._average_over_ranks(loss)
         if not math.isfinite(loss):
@@ -449,7 +563,7 @@ class MetaLearner:
     # -- training loop -------------------------------------------------------
     def fit(self, sample_tasks: Callable, n_iterations: int, val_tasks=None, eval_every: int = 100,
             patience: int | None = None, checkpoint: str | Path | None = None, progress: bool | None = None,
-            rng: np.random.Generator | None = None):
+            rng: np.random.Generator | None = None, on_divergence: str = "raise"):
         """Meta-train.
 
         Parameters
@@ -459,8 +573,9 @@ class MetaLearner:
         n_iterations : int
             Meta-updates to run (counted from the current :attr:`iteration`, so a
             resumed learner continues).
-        val_tasks : tuple, optional
-            A fixed ``(xs, ys, xq, yq)`` batch of meta-validation tasks for early stopping.
+        val_tasks : tuple or list of tuples, optional
+            A fixed ``(xs, ys, xq, yq)`` batch of meta-validation tasks for early stopping, or a list of such
+            batches (for example one per support size K): their losses are averaged.
         eval_every : int, default 100
         patience : int, optional
             Stop after this many evaluations without improvement; the best
@@ -472,6 +587,11 @@ class MetaLearner:
             Progress bar (default: on, except in batch execution; :func:`galmeta.config.progress_bar`).
         rng : numpy.random.Generator, optional
             Default: seeded from ``config.seed``.
+        on_divergence : {"raise", "stop"}, default "raise"
+            What to do when training diverges (below). ``"stop"`` ends training with a ``RuntimeWarning``,
+            keeps the parameters with the best validation loss so far (without ``val_tasks``, or before the
+            first evaluation, those it started from) and records the iteration in :attr:`diverged_at`: for
+            long unattended runs such as the evaluation, which must report a diverging learner, not crash.
 
         Raises
         ------
@@ -494,26 +614,41 @@ class MetaLearner:
         show = (None if progress is None else progress) if self.rank == 0 else False
         bar = progress_bar(range(int(n_iterations)), disable=None if show is None else not show,
                            desc=f"meta-train ({self.config.algorithm})", mininterval=1.0)
+        if on_divergence not in ("raise", "stop"):
+            raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}")
         first_losses, warned = [], False
+        self.diverged_at = None
+        fallback = self._state() if on_divergence == "stop" else None
         for _ in bar:
             batch = sample_tasks(rng, tasks_per_rank)
-            loss = self.step(*batch)
+            try:
+                loss = self.step(*batch)
+                if len(first_losses) < 10:
+                    first_losses.append(loss)
+                reference = float(np.median(first_losses))
+                if reference > 0 and loss > 1e6 * reference:
+                    raise FloatingPointError(
+                        f"meta-loss grew from about {reference:.3g} to {loss:.3g} by iteration {self.iteration}: "
+                        "training diverges. Lower inner_lr or meta_lr (or standardise the targets)."
+                    )
+            except FloatingPointError as exc:
+                if on_divergence == "raise":
+                    raise
+                self.diverged_at = self.iteration
+                kept = "the best validation state" if best_state is not None else "the parameters it started from"
+                warnings.warn(f"{exc}; training stopped, keeping {kept}", RuntimeWarning, stacklevel=2)
+                best_state = best_state or fallback
+                break
             self.history["iteration"].append(self.iteration)
             self.history["train_loss"].append(loss)
-            if len(first_losses) < 10:
-                first_losses.append(loss)
-            reference = float(np.median(first_losses))
-            if reference > 0 and loss > 1e6 * reference:
-                raise FloatingPointError(
-                    f"meta-loss grew from about {reference:.3g} to {loss:.3g} by iteration {self.iteration}: training "
-                    "diverges. Lower inner_lr or meta_lr (or standardise the targets)."
-                )
             if reference > 0 and loss > 1e3 * reference and not warned:
                 warnings.warn(f"meta-loss grew from about {reference:.3g} to {loss:.3g} by iteration {self.iteration}; "
                               "training may be diverging (lower inner_lr or meta_lr)", RuntimeWarning, stacklevel=2)
                 warned = True
             if val_tasks is not None and self.iteration % eval_every == 0:
-                val = self.evaluate(*val_tasks)
+                # one batch is four arrays; a list of batches holds sequences of four arrays
+                batches = [val_tasks] if isinstance(val_tasks[0], (np.ndarray, torch.Tensor)) else list(val_tasks)
+                val = float(np.mean([self.evaluate(*batch) for batch in batches]))
                 self.history["val_iteration"].append(self.iteration)
                 self.history["val_loss"].append(val)
                 bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}")
@@ -581,13 +716,16 @@ class MetaLearner:
         per_task = self._adapted(x, y, steps, create_graph=False)
         return AdaptedModel(self, {n: v.detach() for n, v in per_task.items()}, single)
 
-    def adaptation_predictions(self, support_x, support_y, query_x, max_steps=10):
+    def adaptation_predictions(self, support_x, support_y, query_x, max_steps=10, inner_lr=None):
         """Query predictions after 0, 1, ..., ``max_steps`` inner steps, shape ``(max_steps + 1, T, Q, d_out)``.
 
         One pass through the inner loop (cheaper than calling :meth:`adapt` for every step count).
+        ``inner_lr`` replaces the (fixed or learned) step sizes by one number, e.g. to compare step sizes.
         """
         self._require_fitted("adaptation_predictions")
         max_steps = _check_steps(max_steps, "max_steps")
+        if inner_lr is not None:
+            check_inner(inner_lr, 1)
         x, y, xq = self._as_tensor(support_x), self._as_tensor(support_y), self._as_tensor(query_x)
         if y.dim() == 2:
             y = y.unsqueeze(-1)
@@ -596,7 +734,8 @@ class MetaLearner:
         predictions = []
         for step in range(int(max_steps) + 1):
             if step:
-                per_task = {n: v.detach() for n, v in self._adapted(x, y, 1, False, start=per_task).items()}
+                per_task = {n: v.detach() for n, v in
+                            self._adapted(x, y, 1, False, start=per_task, first_step=step - 1, inner_lr=inner_lr).items()}
             with torch.no_grad():
                 predictions.append(_batched_forward(self.model, per_task, xq).cpu().numpy())
         return np.stack(predictions)

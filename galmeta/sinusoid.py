@@ -106,29 +106,68 @@ def tune_finetune_lr(params, tasks, candidates=(0.001, 0.003, 0.01, 0.03, 0.1), 
 
 
 def summarise_errors(errors, before, divergence_factor=10.0):
-    """Summary of per-task errors after adaptation that is honest about divergence.
+    """Summary of per-task errors after adaptation, as the MAML paper's code computes it: over **all** tasks.
 
-    A task *diverged* when its error is not finite or exceeds ``divergence_factor`` times its error
-    before adaptation (``before``): plain SGD from a meta-learned initialisation can blow up on a few
-    tasks, and one such task would otherwise dominate a mean.
+    No task is dropped, whatever its error: the mean over all tasks is what the paper reports, and
+    excluding the tasks that blew up would let the outcome choose which tasks count. A mean that
+    overflows is ``inf`` (then the median still says what a typical task does). A task *diverged* when its
+    error is not finite or exceeds ``divergence_factor`` times its error before adaptation (``before``):
+    counted, never excluded.
 
     Returns
     -------
     dict
-        ``mean`` and ``ci95`` over the tasks that did not diverge, ``median`` over all tasks, and the
-        number ``diverged``.
+        ``mean`` and ``ci95`` (normal-approximation half-width) over all tasks, ``median``, ``diverged``
+        (the count just defined) and ``overflowed`` (errors that are not finite).
+
+    Examples
+    --------
+    >>> s = summarise_errors([0.1, 0.2, 30.0], before=[1.0, 1.0, 1.0])
+    >>> round(s["mean"], 3), s["median"], s["diverged"], s["overflowed"]
+    (10.1, 0.2, 1, 0)
     """
     errors, before = np.asarray(errors, float), np.asarray(before, float)
     with np.errstate(invalid="ignore", over="ignore"):
-        diverged = ~np.isfinite(errors) | (errors > divergence_factor * before)
-    mean, half = mean_confidence_interval(errors[~diverged]) if (~diverged).sum() > 1 else (float("nan"), float("nan"))
-    return {"mean": mean, "ci95": half, "median": float(np.median(np.nan_to_num(errors, nan=np.inf))),
-            "diverged": int(diverged.sum())}
+        overflowed = ~np.isfinite(errors)
+        diverged = overflowed | (errors > divergence_factor * before)
+    errors = np.where(overflowed, np.inf, errors)  # NaN (inf - inf) is an overflow too
+    if overflowed.any():
+        mean, half = float("inf"), float("inf")
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, half = mean_confidence_interval(errors)
+    return {"mean": mean, "ci95": half, "median": float(np.median(errors)), "diverged": int(diverged.sum()),
+            "overflowed": int(overflowed.sum())}
+
+
+def summarise_over_seeds(errors_per_seed, before_per_seed, divergence_factor=10.0):
+    """:func:`summarise_errors` for each training seed, then the spread over seeds.
+
+    Returns
+    -------
+    dict
+        ``mean`` and ``mean_sd``: the mean over seeds of the all-task means, and their standard deviation
+        over seeds (``inf`` when any seed's mean overflowed; ``nan`` for one seed); ``median`` and
+        ``median_sd`` likewise; ``diverged`` and ``overflowed`` summed over seeds; ``per_seed``, the
+        per-seed summaries.
+    """
+    per_seed = [summarise_errors(e, b, divergence_factor) for e, b in zip(errors_per_seed, before_per_seed)]
+    if not per_seed:
+        raise ValueError("errors_per_seed is empty: no training seed to summarise")
+    means = np.array([s["mean"] for s in per_seed])
+    medians = np.array([s["median"] for s in per_seed])
+    spread = (lambda v: float(np.std(v, ddof=1)) if v.size > 1 and np.all(np.isfinite(v)) else
+              (float("inf") if not np.all(np.isfinite(v)) else float("nan")))
+    return {"mean": float(np.mean(means)) if np.all(np.isfinite(means)) else float("inf"), "mean_sd": spread(means),
+            "median": float(np.mean(medians)), "median_sd": spread(medians),
+            "diverged": int(sum(s["diverged"] for s in per_seed)),
+            "overflowed": int(sum(s["overflowed"] for s in per_seed)), "per_seed": per_seed}
 
 
 def format_summary(summary) -> str:
-    """``mean ± ci95 (median m, d diverged)`` for printing."""
-    text = f"{summary['mean']:.3f} ± {summary['ci95']:.3f} (median {summary['median']:.3f}"
+    """``mean ± ci95 (median m, d diverged)`` for printing; the mean is over all tasks."""
+    mean = "inf (overflow)" if not np.isfinite(summary["mean"]) else f"{summary['mean']:.3f} ± {summary['ci95']:.3f}"
+    text = f"{mean} (median {summary['median']:.3f}"
     return text + (f", {summary['diverged']} diverged)" if summary["diverged"] else ")")
 
 

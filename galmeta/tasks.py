@@ -508,29 +508,39 @@ def build_tasks(redshift, splits, window=0.005, train_stride=0.0025, min_size=40
 class FeaturePreprocessor:
     """Median imputation with missingness indicators, standard scaling, then clipping.
 
-    A thin wrapper over scikit-learn's ``SimpleImputer(add_indicator=True)`` and
-    ``StandardScaler`` that keeps feature names. Fit it on meta-train galaxies
-    only. Scaled values are clipped to ``[-clip, clip]``: a handful of galaxies
-    with unusual photometry would otherwise sit ten or more standard deviations
-    out, where a network fitted to K galaxies extrapolates wildly.
+    Built from scikit-learn's ``SimpleImputer(add_indicator=True)`` and
+    ``StandardScaler``, keeping feature names. Fit it on meta-train galaxies
+    only. The measured features are scaled and clipped to ``[-clip, clip]``:
+    a handful of galaxies with unusual colours would otherwise sit ten or more
+    standard deviations out, where a network adapted to K galaxies extrapolates
+    wildly. The missingness indicators stay 0/1: scaled, a rare indicator
+    (1% missing) would put every galaxy that has it near +10.
 
     Parameters
     ----------
     clip : float or None, default 5.0
         Bound on the scaled features (None: no clipping).
+
+    Attributes
+    ----------
+    imputer : sklearn.impute.SimpleImputer
+    scaler : sklearn.preprocessing.StandardScaler
+        Fitted on the measured features only (not on the indicators).
+    feature_names_out_ : list of str
+        The names, then ``NAME_missing`` for each indicator.
     """
 
     def __init__(self, clip: float | None = 5.0):
         from sklearn.impute import SimpleImputer
-        from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
         if clip is not None and not (np.isfinite(clip) and clip > 0):
             raise ValueError(f"clip must be a positive number or None, got {clip!r}")
         self.clip = clip
-        self.pipeline = make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-                                      StandardScaler())
+        self.imputer = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)
+        self.scaler = StandardScaler()
         self.feature_names_out_: list[str] | None = None
+        self.n_measured_ = 0
 
     def fit(self, X, names):
         X = np.asarray(X, float)
@@ -538,9 +548,11 @@ class FeaturePreprocessor:
             raise ValueError(f"X must be 2-D with one column per name; got shape {X.shape} and {len(names)} names")
         if X.shape[0] == 0:
             raise ValueError("X has no rows: there are no meta-train galaxies to fit the preprocessing on")
-        self.pipeline.fit(np.where(np.isinf(X), np.nan, X))
-        imputer = self.pipeline[0]
-        missing = [names[j] + "_missing" for j in imputer.indicator_.features_] if imputer.indicator_ is not None else []
+        self.n_measured_ = X.shape[1]
+        imputed = self.imputer.fit_transform(np.where(np.isinf(X), np.nan, X))
+        self.scaler.fit(imputed[:, : self.n_measured_])
+        indicator = self.imputer.indicator_
+        missing = [names[j] + "_missing" for j in indicator.features_] if indicator is not None else []
         self.feature_names_out_ = list(names) + missing
         return self
 
@@ -548,8 +560,11 @@ class FeaturePreprocessor:
         if self.feature_names_out_ is None:
             raise RuntimeError("call fit() on meta-train galaxies before transform()")
         X = np.asarray(X, float)
-        scaled = self.pipeline.transform(np.where(np.isinf(X), np.nan, X))
-        return scaled if self.clip is None else np.clip(scaled, -self.clip, self.clip)
+        imputed = self.imputer.transform(np.where(np.isinf(X), np.nan, X))
+        scaled = self.scaler.transform(imputed[:, : self.n_measured_])
+        if self.clip is not None:
+            scaled = np.clip(scaled, -self.clip, self.clip)
+        return np.column_stack([scaled, imputed[:, self.n_measured_:]])
 
 
 class TaskSampler:

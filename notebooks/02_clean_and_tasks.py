@@ -185,8 +185,8 @@ assert abs(is_red[photoz_missing].mean() - is_red[~photoz_missing].mean()) < 0.1
 
 # %% [markdown]
 # Imputation must not be fitted on galaxies we evaluate on. `FeaturePreprocessor` wraps scikit-learn's
-# `SimpleImputer(strategy="median", add_indicator=True)` and `StandardScaler`, clips the scaled values to ±5,
-# and is fitted on meta-train galaxies only (section 4).
+# `SimpleImputer(strategy="median", add_indicator=True)` and `StandardScaler`, clips the scaled values to ±5
+# (leaving the 0/1 missingness indicators as they are), and is fitted on meta-train galaxies only (section 4).
 #
 # ### A leak, demonstrated
 # `photoZ` looks harmless, but it is computed *from all five magnitudes*, $u$ included, and it estimates the
@@ -305,7 +305,7 @@ for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
             assert ta.z_hi <= tb.z_lo or tb.z_hi <= ta.z_lo, f"{ta.name} overlaps {tb.name}"
     assert zc[members[a]].size and zc[members[b]].size
 train = data.train_indices()
-scaler = data.preprocessor.pipeline[-1]
+scaler = data.preprocessor.scaler
 np.testing.assert_allclose(scaler.mean_[: len(names)], X_raw[train].mean(axis=0), rtol=1e-10)
 assert "photoZ" not in data.feature_names
 print("splits disjoint; scaler fitted on", train.size, "meta-train galaxies")

@@ -75,8 +75,9 @@ print(f"device {device}; {len(catalogue.target)} clean galaxies; target u - r, f
 # * **Target and label.** Every regressor predicts $u-r$; the label is the prediction thresholded at 2.22.
 #   The label is the true $u-r$ thresholded, so perfect colours give perfect labels (the ceiling).
 # * **Learners.** Each is one object with its options and a `predict(data, draws, option)`
-#   (`galmeta.evaluate.Learner`): the MAML family (MAML, FOMAML, Meta-SGD, ANIL, meta-trained at $K = 10$),
-#   the NumPy MAML of notebook 03 as a check, and the baselines of `galmeta.baselines`.
+#   (`galmeta.evaluate.Learner`): the MAML family in PyTorch (MAML, FOMAML, Meta-SGD, ANIL and MAML++ of
+#   notebook 04, meta-trained with $K$ drawn from 1 to 20 per meta-batch), the NumPy MAML of notebook 03
+#   (plain, meta-trained at $K = 10$) as a check, and the baselines of `galmeta.baselines`.
 
 # %%
 config = ev.EvaluationConfig(
@@ -167,7 +168,7 @@ assert all(w_slices > w_draws for w_slices, w_draws in widths.values()), "slices
 # ## 4. The results
 #
 # First every learner on its own (estimate and 95% interval; `worst_draw_rmse` and `tail_fraction`, the
-# share of draws whose RMSE exceeds 0.5 mag, show the tail):
+# share of draws whose RMSE exceeds 0.3 mag, show the tail):
 
 # %%
 summary_rows = results.summary_rows(n_resamples=n_resamples)
@@ -281,7 +282,8 @@ for k in config.ks:
 #   below 0.1 mag, which removes faint-in-$u$ red galaxies at higher redshift (notebook 01).
 # * **Observed-frame colours.** $u-r$ is not k-corrected: part of what the learners fit is the redshift shift
 #   of the filters, which is exactly why the hidden redshift matters.
-# * **Meta-learners train at $K = 10$** and are evaluated at $K = 1 \ldots 20$; small-$K$ adaptation can blow up.
+# * **One network size, one budget.** Every meta-learner is a 40-40 network with at most the same number of
+#   meta-iterations, chosen by early stopping; bigger networks or longer training might change the ranking.
 #
 # ## Summary
 # - Rotating folds use every redshift block as meta-test once; every learner predicts the same draws; options

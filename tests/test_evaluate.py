@@ -1,6 +1,8 @@
 """Metrics, the slice bootstrap, paired differences, baselines and the protocol on a small synthetic catalogue."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
@@ -79,11 +81,13 @@ def test_per_task_ridge_matches_scikit_learn():
 def test_protocol_on_a_synthetic_catalogue(tmp_path):
     catalogue = build_catalogue(synthetic_table(6000))
     config = ev.EvaluationConfig(ks=(1, 5), folds=(0, 1), seeds=(0, 1), n_draws=3, n_val_draws=2, n_query=10,
-                                 meta_iterations=20, pooled_epochs=2, algorithms=(("MAML", "maml"),))
+                                 meta_iterations=20, pooled_epochs=2, algorithms=(("MAML", "maml"), ("MAML++", "maml++")))
     learners = ev.default_learners(config, device="cpu")
     results = ev.run_evaluation(catalogue, learners, config, min_size=45)
     names = set(results.learners)
-    assert {"MAML", "MAML (NumPy check)", "pooled network + slice offset", "pooled ridge + slice offset",
+    mamlpp = results.learners["MAML++"]
+    assert mamlpp.support_range == (1, 5) and mamlpp.model.config.step_lrs and mamlpp.model.config.inner_steps == 5
+    assert {"MAML", "MAML++", "MAML (NumPy check)", "pooled network + slice offset", "pooled ridge + slice offset",
             "ceiling: perfect u - r", "best single-feature cut"} <= names
     n_slices = len(results.slices)
     assert n_slices == sum(len(catalogue.fold(f, min_size=45).tasks["test"]) for f in (0, 1))
@@ -104,3 +108,13 @@ def test_protocol_on_a_synthetic_catalogue(tmp_path):
 
     paths = save_figures(results, paired, summary, tmp_path / "figures", k=5)
     assert all(p.stat().st_size > 1000 for p in paths)
+    # folds run in separate processes merge into exactly the same result
+    parts = [ev.run_evaluation(catalogue, ev.default_learners(replace(config, folds=(f,)), device="cpu"),
+                               replace(config, folds=(f,)), min_size=45).without_models() for f in (1, 0)]
+    merged = ev.EvaluationResults.merge(parts)
+    assert merged.config.folds == (0, 1) and merged.slices == results.slices
+    for name in ("MAML", "MAML++", "pooled network + slice offset"):
+        np.testing.assert_array_equal(merged.residuals(name, 5), results.residuals(name, 5))
+        np.testing.assert_array_equal(merged.scores(name, 1), results.scores(name, 1))
+    with pytest.raises(ValueError, match="share folds"):
+        ev.EvaluationResults.merge([parts[0], parts[0]])

@@ -173,3 +173,93 @@ def test_device_is_chosen_automatically():
     learner = mt.MetaLearner(mt.MLP((1, 4, 1)))
     expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
     assert learner.device.type == expected
+
+
+# ---------------------------------------------------------------------------
+# MAML++ stabilisers: learned per-step rates, multi-step loss, inner-gradient clipping
+# ---------------------------------------------------------------------------
+def _learner64(params, **config):
+    return mt.MetaLearner(mt.MLP.from_numpy(params), device="cpu", dtype=torch.float64, meta_lr=1e-3, **config)
+
+
+def _meta_grads(learner, arrays):
+    learner.optimiser.zero_grad(set_to_none=True)
+    loss, _ = learner._training_loss(*arrays)
+    loss.backward()
+    return float(loss.detach()), np.concatenate([t.grad.detach().numpy().ravel() for pair in learner.model.pairs() for t in pair])
+
+
+@pytest.mark.parametrize("inner_steps", [1, 3])
+def test_per_step_rates_at_their_initial_value_are_plain_maml_exactly(inner_steps):
+    params, arrays = _problem()
+    plain = _learner64(params, inner_lr=0.05, inner_steps=inner_steps)
+    stepped = _learner64(params, inner_lr=0.05, inner_steps=inner_steps, step_lrs=True)
+    assert {n: tuple(v.shape) for n, v in stepped.inner_lrs.items()} == {n: (inner_steps,) for n in stepped.names}
+    loss_a, grad_a = _meta_grads(plain, arrays)
+    loss_b, grad_b = _meta_grads(stepped, arrays)
+    assert loss_a == loss_b
+    np.testing.assert_array_equal(grad_a, grad_b)
+    # and the same as the NumPy from-scratch meta-gradient
+    loss_np, grads_np = mn.meta_gradient(params, *arrays, 0.05, inner_steps)
+    np.testing.assert_allclose(grad_b, _flat(grads_np), rtol=1e-10, atol=1e-13)
+    assert all(v.grad is not None and torch.isfinite(v.grad).all() for v in stepped.inner_lrs.values())
+
+
+def test_multi_step_loss_is_the_weighted_sum_of_the_query_losses_after_each_step():
+    params, arrays = _problem(T=3)
+    learner = _learner64(params, inner_lr=0.05, inner_steps=3, step_lrs=True, multi_step_iterations=100)
+    per_step = [float(learner.meta_loss(*arrays, steps=s, create_graph=False).detach()) for s in (1, 2, 3)]
+    for iteration in (0, 50, 100, 1000):
+        learner.iteration = iteration
+        weights = mt.multi_step_weights(3, iteration, 100)
+        total, last = learner._training_loss(*arrays)
+        assert abs(float(total.detach()) - float(np.dot(weights, per_step))) < 1e-12
+        assert abs(last - per_step[-1]) < 1e-12
+    assert np.isclose(mt.multi_step_weights(3, 100, 100)[-1], 0.98) and mt.multi_step_weights(5, 7, 10).sum() == pytest.approx(1)
+
+
+def test_inner_gradient_clipping_bounds_each_tasks_step():
+    params, (xs, ys, xq, yq) = _problem(T=5)
+    ys = ys * np.array([1, 1, 1, 1, 100.0])[:, None, None]  # one task with a huge gradient
+    lr, clip = 0.01, 0.5
+    learner = _learner64(params, inner_lr=lr, inner_grad_clip=clip).fit(None, 0, progress=False)
+    unclipped = _learner64(params, inner_lr=lr, inner_grad_clip=1e9).fit(None, 0, progress=False)
+    plain = _learner64(params, inner_lr=lr).fit(None, 0, progress=False)
+    start = np.concatenate([p.detach().numpy().ravel() for p in learner.model.parameters()])  # per_task's order
+    moved = [np.linalg.norm(np.concatenate([v[t].numpy().ravel() for v in learner.adapt(xs, ys, steps=1).per_task.values()])
+                            - start) for t in range(5)]
+    assert max(moved) <= lr * clip * (1 + 1e-12)
+    assert moved[-1] == pytest.approx(lr * clip, rel=1e-9)  # the outlier task is clipped to exactly the bound
+    np.testing.assert_array_equal(unclipped.adapt(xs, ys, steps=3).predict(xq), plain.adapt(xs, ys, steps=3).predict(xq))
+
+
+def test_mamlpp_trains_learns_rates_and_checkpoints(tmp_path):
+    rng = np.random.default_rng(3)
+    init = mn.init_mlp((1, 40, 40, 1), rng, weight_std=PAPER_WEIGHT_STD)
+    config = mt.mamlpp_config(inner_steps=3, multi_step_iterations=20, inner_grad_clip=40.0, inner_lr=0.01, meta_batch=10)
+    learner = mt.MetaLearner(mt.MLP.from_numpy(init, dtype=torch.float32), config=config, device="cpu")
+    sample = task_sampler(10, 5, 10, dtype=np.float32)
+    learner.fit(lambda r, n: sample(r), 40, rng=np.random.default_rng(0), checkpoint=tmp_path / "pp.pt", eval_every=20)
+    rates = {n: v.detach().clone() for n, v in learner.inner_lrs.items()}
+    assert any(not torch.allclose(v, torch.full_like(v, 0.01)) for v in rates.values()), "rates were not learned"
+    again = mt.MetaLearner(mt.MLP.from_numpy(init, dtype=torch.float32), config=config, device="cpu").load(tmp_path / "pp.pt")
+    assert all(torch.equal(again.inner_lrs[n], rates[n]) for n in rates)
+    xs, ys, xq, yq = sample(np.random.default_rng(9))
+    curve = again.adaptation_predictions(xs, ys, xq, max_steps=6)  # beyond the 3 trained steps: the last rates
+    assert curve.shape == (7, 10, 10, 1) and np.isfinite(curve).all()
+    np.testing.assert_allclose(curve[3], again.adapt(xs, ys, steps=3).predict(xq), rtol=1e-5, atol=1e-6)
+    plain = mt.MetaLearner(mt.MLP.from_numpy(init, dtype=torch.float32), device="cpu", algorithm="maml")
+    with pytest.raises(mt.CheckpointError, match="learned inner rates"):
+        plain.load(tmp_path / "pp.pt")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(algorithm="metasgd", step_lrs=True), "step_lrs=True"),
+    (dict(algorithm="reptile", step_lrs=True), "step_lrs=True"),
+    (dict(inner_grad_clip=0.0), "inner_grad_clip"),
+    (dict(inner_grad_clip=float("nan")), "inner_grad_clip"),
+    (dict(multi_step_iterations=-1), "multi_step_iterations"),
+])
+def test_stabiliser_options_are_validated(bad, message):
+    with pytest.raises(ValueError, match=message):
+        mt.MetaConfig(**bad)

@@ -175,3 +175,34 @@ def test_cleaning_rejects_a_table_without_core_columns():
     table.remove_column("photoZ")
     with pytest.raises(MissingColumnsError, match="photoZ"):
         gt.clean_galaxies(table)
+
+
+def test_missingness_indicators_stay_zero_or_one():
+    table = synthetic_table()
+    data = gt.prepare_galaxy_tasks(table, min_size=10, include_photoz=True)
+    indicators = [j for j, name in enumerate(data.feature_names) if name.endswith("_missing")]
+    assert indicators and set(np.unique(data.X[:, indicators])) <= {0.0, 1.0}
+    measured = [j for j in range(len(data.feature_names)) if j not in indicators]
+    spread = data.X[data.train_indices()][:, measured].std(axis=0)  # scaled (a constant column stays 0)
+    assert np.all((np.abs(spread - 1.0) < 0.2) | (spread == 0.0)), spread
+
+
+@pytest.mark.parametrize("dataset", ["sdss", "sami"])
+def test_no_standardised_meta_train_feature_is_extreme_on_the_real_tables(dataset):
+    """The course's tables, every fold: no meta-train input beyond +-8, and clipping touches almost nothing."""
+    if dataset == "sdss":
+        from galmeta.data import load_galaxies
+
+        catalogue, min_size = gt.build_catalogue(load_galaxies(source="embedded")), 40
+    else:
+        from galmeta.sami import build_sami_catalogue
+
+        catalogue, min_size = build_sami_catalogue(), 25
+    for fold in range(5):
+        data = catalogue.fold(fold, min_size=min_size)
+        X = data.X[data.train_indices()]
+        assert np.abs(X).max() <= 8.0, f"fold {fold}: a meta-train feature reaches {np.abs(X).max():.1f}"
+        raw = catalogue.fold(fold, min_size=min_size, clip=None).X[data.train_indices()]
+        assert np.mean(np.abs(raw) > 5.0) < 0.002, "clipping must touch a handful of values, not reshape the features"
+        indicators = [j for j, name in enumerate(data.feature_names) if name.endswith("_missing")]
+        assert set(np.unique(X[:, indicators])) <= {0.0, 1.0}
