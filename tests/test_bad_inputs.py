@@ -299,6 +299,34 @@ def test_diverging_training_warns_then_stops(monkeypatch):
         learner.fit(sample, 12, progress=False)
 
 
+def test_diverging_training_can_stop_and_keep_its_best_state(monkeypatch):
+    sample = lambda rng, n: _batch(int(rng.integers(1000)), T=n)
+    val = _batch(99, T=4)
+    learner = _learner()
+    real_step = learner.step
+    calls = iter(range(10_000))
+
+    def step(*batch):  # trains normally, then the loss grows a billion-fold at iteration 31
+        return real_step(*batch) if next(calls) < 30 else 1e30
+
+    monkeypatch.setattr(learner, "step", step)
+    with pytest.warns(RuntimeWarning, match="training stopped, keeping the best validation state"):
+        learner.fit(sample, 100, val_tasks=val, eval_every=10, progress=False, on_divergence="stop")
+    assert learner.diverged_at == 30 and learner.is_fitted_
+    assert learner.evaluate(*val) == pytest.approx(min(learner.history["val_loss"]), rel=1e-6)
+    fresh = _learner()
+    start = [p.detach().clone() for p in fresh.model.parameters()]
+    def nan_step(*batch):  # what MetaLearner.step does when the meta-loss is not finite
+        raise FloatingPointError("meta-loss became nan at iteration 0")
+
+    monkeypatch.setattr(fresh, "step", nan_step)
+    with pytest.warns(RuntimeWarning, match="keeping the parameters it started from"):
+        fresh.fit(sample, 5, progress=False, on_divergence="stop")
+    assert fresh.diverged_at == 0 and all(torch.equal(a, b) for a, b in zip(start, fresh.model.parameters()))
+    with pytest.raises(ValueError, match="on_divergence"):
+        fresh.fit(sample, 1, progress=False, on_divergence="ignore")
+
+
 def test_a_checkpoint_is_written_without_validation_tasks(tmp_path):
     sample = lambda rng, n: _batch(int(rng.integers(1000)), T=n)
     _learner().fit(sample, 7, eval_every=5, checkpoint=tmp_path / "c.pt", progress=False)
