@@ -263,3 +263,15 @@ def test_mamlpp_trains_learns_rates_and_checkpoints(tmp_path):
 def test_stabiliser_options_are_validated(bad, message):
     with pytest.raises(ValueError, match=message):
         mt.MetaConfig(**bad)
+
+
+def test_clipping_is_differentiable_at_a_zero_inner_gradient():
+    # sqrt's derivative is infinite at zero: the second-order meta-gradient must still be finite
+    params, _ = _problem()
+    learner = _learner64(params, inner_grad_clip=1.0)
+    grads = [torch.zeros(3, 4, dtype=torch.float64, requires_grad=True),
+             torch.tensor([[0.0], [5.0], [0.1]], dtype=torch.float64, requires_grad=True)]
+    clipped = learner._clipped(grads)
+    (sum(c.sum() for c in clipped)).backward()
+    assert all(torch.isfinite(g.grad).all() for g in grads)
+    np.testing.assert_allclose(clipped[1].detach().numpy().ravel(), [0.0, 1.0, 0.1])
