@@ -53,6 +53,10 @@ def main():
     parser.add_argument("--merge", nargs="+", metavar="FOLDER",
                         help="merge the results.pickle of runs over disjoint folds, then write tables and figures to --out")
     parser.add_argument("--no-tables", action="store_true", help="save results.pickle only (for --merge later)")
+    parser.add_argument("--only", nargs="+", metavar="LEARNER", help="run only these learners (by name)")
+    parser.add_argument("--replace-from", nargs="+", metavar="FOLDER",
+                        help="with --merge: the learners of these runs (same draws; merged by folds) replace the "
+                             "merged run's learners of the same name")
     parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (1 when folds run in parallel)")
     parser.add_argument("--meta-train-k", type=int, default=None,
                         help="one K for meta-training (default: drawn per meta-batch from 1 to the largest K)")
@@ -70,6 +74,14 @@ def main():
                 with open(Path(folder) / "results.pickle", "rb") as handle:
                     parts.append(pickle.load(handle))
             results = EvaluationResults.merge(parts)
+            if args.replace_from:
+                replacement = []
+                for folder in args.replace_from:
+                    with open(Path(folder) / "results.pickle", "rb") as handle:
+                        replacement.append(pickle.load(handle))
+                replacement = EvaluationResults.merge(replacement)
+                results = results.with_learners_from(replacement)
+                print(f"learners {sorted(replacement.learners)} taken from {', '.join(args.replace_from)}")
             out.mkdir(parents=True, exist_ok=True)
             with open(out / "results.pickle", "wb") as handle:
                 pickle.dump(results, handle)
@@ -98,7 +110,14 @@ def main():
                               pooled_epochs=args.pooled_epochs, meta_train_k=args.meta_train_k, **sizes)
     print(f"device {device}; {len(config.folds)} fold(s) x {len(config.seeds)} seed(s); "
           f"{config.n_draws} draws per meta-test slice and K")
-    results = run_evaluation(catalogue, default_learners(config, device=device), config, min_size=min_size,
+    learners = default_learners(config, device=device)
+    if args.only:
+        unknown = set(args.only) - {learner.name for learner in learners}
+        if unknown:
+            parser.error(f"--only {sorted(unknown)}: no such learner; the learners are "
+                         f"{[learner.name for learner in learners]}")
+        learners = [learner for learner in learners if learner.name in args.only]
+    results = run_evaluation(catalogue, learners, config, min_size=min_size,
                              progress=lambda message: print(" ", message, flush=True))
     print(f"training and prediction took {results.seconds:.0f} s; {len(results.slices)} meta-test tasks")
     out.mkdir(parents=True, exist_ok=True)

@@ -497,6 +497,29 @@ class EvaluationResults:
                         target.setdefault(seed, {}).update(per_fold)
         return merged
 
+    def with_learners_from(self, other):
+        """A copy in which the learners of ``other`` (a run of some learners on the same folds, seeds, K and
+        draws) replace or join this run's: for re-running one learner after a fix without re-running all.
+
+        Raises ValueError unless the draws are identical, so the pairing of learners stays exact.
+        """
+        import copy
+
+        for key in ("ks", "seeds", "folds", "n_draws", "n_query", "draw_seed", "n_val_draws"):
+            if getattr(other.config, key) != getattr(self.config, key):
+                raise ValueError(f"the runs differ in {key}; their learners cannot be compared on the same draws")
+        for k in self.ks:
+            for mine, theirs in zip(self.draws[k], other.draws[k]):
+                if not (np.array_equal(mine.support, theirs.support) and np.array_equal(mine.query, theirs.query)):
+                    raise ValueError(f"the runs drew different support/query galaxies at K={k}")
+        combined = copy.copy(self)
+        combined.learners = {**self.learners, **other.learners}
+        names = set(other.learners)
+        for store in ("predictions", "margins", "chosen", "val_rmse", "option_rmse", "diverged"):
+            kept = {key: value for key, value in getattr(self, store).items() if key[0] not in names}
+            setattr(combined, store, {**kept, **getattr(other, store)})
+        return combined
+
     # -- arrays -----------------------------------------------------------------
     @property
     def ks(self):
@@ -517,7 +540,16 @@ class EvaluationResults:
         """Predicted minus true u - r, shape ``(seeds, S, D, Q)`` (NaN for label-only learners)."""
         if not self.learners[name].regression:
             return np.full_like(self._stack(name, k), np.nan)
-        return self._stack(name, k) - np.concatenate(self.truth[k])[None]
+        residuals = self._stack(name, k) - np.concatenate(self.truth[k])[None]
+        # a prediction that is not a number (an adaptation that overflowed) is an infinite error, so that
+        # RMSE, worst draw and the tail fraction count it instead of NaN hiding it
+        return np.where(np.isfinite(residuals), residuals, np.inf)
+
+    def non_finite_draws(self, name, k):
+        """Number of draws (over seeds, slices and draws) in which some prediction is not a finite number."""
+        if not self.learners[name].regression:
+            return 0
+        return int(np.sum(np.any(~np.isfinite(self.residuals(name, k)), axis=-1)))
 
     def label_array(self, k):
         return np.concatenate(self.labels[k])
@@ -667,6 +699,11 @@ def paired_markdown(rows, results=None):
                      f"{len(results.slices)} meta-test slices x {results.config.n_draws} draws, "
                      f"{len(results.config.seeds)} training seed(s); 95% interval from resampling slices, then draws; "
                      f"seed sd = standard deviation of the difference over training seeds.\n")
+        failed = [f"{name} at K={k}: {n} of {results.residuals(name, k)[..., 0].size} draws"
+                  for k in results.ks for name in results.learners if (n := results.non_finite_draws(name, k))]
+        if failed:
+            lines.append("Predictions that are not finite (adaptation overflowed; counted as infinite errors): "
+                         + "; ".join(failed) + ".\n")
         diverged = getattr(results, "diverged", {})
         if diverged:
             lines.append("Meta-trainings that diverged (stopped there, predicting with their best meta-validation "

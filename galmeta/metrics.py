@@ -183,9 +183,23 @@ def bootstrap(name, residuals, labels=None, scores=None, threshold=None, tail=No
     per_seed = metric(name, residuals, labels, scores, **kwargs)
     slices, draws = _resample_indices(residuals.shape[1], residuals.shape[2], n_resamples, seed, level)
     values = _resampled_metric(name, (residuals, labels, scores), slices, draws, kwargs, chunk).mean(axis=1)
-    lo, hi = np.nanquantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
-    sd = float(np.std(per_seed, ddof=1)) if per_seed.size > 1 else float("nan")
+    lo, hi = _quantile_interval(values, confidence)
+    with np.errstate(invalid="ignore"):  # an infinite seed makes the spread NaN: unknown, not an error
+        sd = float(np.std(per_seed, ddof=1)) if per_seed.size > 1 else float("nan")
     return Interval(float(np.mean(per_seed)), float(lo), float(hi), sd)
+
+
+def _quantile_interval(values, confidence):
+    """Percentile interval of bootstrap values; where it meets an infinite value (a learner whose predictions
+    overflowed), the bound is that infinity rather than the NaN that interpolating towards it gives."""
+    q = [(1 - confidence) / 2, (1 + confidence) / 2]
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.nanquantile(values, q)
+        if np.isnan(lo):
+            lo = np.nanquantile(values, q[0], method="lower")
+        if np.isnan(hi):
+            hi = np.nanquantile(values, q[1], method="higher")
+    return lo, hi
 
 
 def paired_difference(name, residuals_a, residuals_b, labels=None, scores_a=None, scores_b=None, threshold=None,
@@ -212,8 +226,9 @@ def paired_difference(name, residuals_a, residuals_b, labels=None, scores_a=None
     slices, draws = _resample_indices(a.shape[1], a.shape[2], n_resamples, seed, "slices")
     values = (_resampled_metric(name, (a, labels, sa), slices, draws, kwargs, chunk).mean(axis=1)
               - _resampled_metric(name, (b, labels, sb), slices, draws, kwargs, chunk).mean(axis=1))
-    lo, hi = np.nanquantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
-    sd = float(np.std(diffs, ddof=1)) if n > 1 else float("nan")
+    lo, hi = _quantile_interval(values, confidence)
+    with np.errstate(invalid="ignore"):
+        sd = float(np.std(diffs, ddof=1)) if n > 1 else float("nan")
     return Interval(float(np.mean(per_seed_a) - np.mean(per_seed_b)), float(lo), float(hi), sd)
 
 

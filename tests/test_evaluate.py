@@ -118,3 +118,23 @@ def test_protocol_on_a_synthetic_catalogue(tmp_path):
         np.testing.assert_array_equal(merged.scores(name, 1), results.scores(name, 1))
     with pytest.raises(ValueError, match="share folds"):
         ev.EvaluationResults.merge([parts[0], parts[0]])
+    # one learner re-run alone (the same draws) replaces its entries exactly; other draws are refused
+    alone = ev.run_evaluation(catalogue, [l for l in ev.default_learners(config, device="cpu") if l.name == "MAML++"],
+                              config, min_size=45)
+    combined = merged.with_learners_from(alone)
+    assert list(combined.learners) == list(results.learners)
+    np.testing.assert_array_equal(combined.residuals("MAML++", 5), results.residuals("MAML++", 5))
+    with pytest.raises(ValueError, match="draw_seed|different support"):
+        merged.with_learners_from(ev.run_evaluation(catalogue, [gb.PooledRidge()], replace(config, draw_seed=1), min_size=45))
+
+
+def test_an_overflowed_prediction_counts_as_an_infinite_error():
+    rng = np.random.default_rng(0)
+    residuals = rng.normal(0, 0.1, size=(2, 30, 4, 10))
+    residuals[0, 3, 1, 2] = np.inf  # what EvaluationResults.residuals makes of a NaN prediction
+    rmse = gm.bootstrap("rmse", residuals, n_resamples=200)
+    assert rmse.estimate == np.inf and np.isfinite(rmse.lo) and rmse.hi == np.inf
+    tail = gm.bootstrap("tail_fraction", residuals, tail=0.3, n_resamples=50)
+    assert tail.estimate == pytest.approx(0.5 / 120)  # one draw of 120 in one seed of two
+    worst = gm.metric("worst_draw_rmse", residuals)
+    assert worst[0] == np.inf and np.isfinite(worst[1])
