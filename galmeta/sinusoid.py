@@ -178,14 +178,21 @@ def plot_adaptation_curves(curves: dict, title: str = "", ax=None):
     """
     import matplotlib.pyplot as plt
 
-    ax = ax or plt.subplots(figsize=(6, 3.8))[1]
+    ax = ax or plt.subplots(figsize=(9, 3.8), layout="constrained")[1]
     for label, curve in curves.items():
         steps = np.arange(curve.shape[0])
-        line, = ax.plot(steps, np.median(curve, axis=1), marker="o", ms=3, label=label)
-        ax.fill_between(steps, *np.nanquantile(curve, [0.25, 0.75], axis=1), color=line.get_color(), alpha=0.15)
+        with np.errstate(invalid="ignore", over="ignore"):
+            median = np.median(np.where(np.isfinite(curve), curve, np.inf), axis=1)
+            band = np.nanquantile(np.where(np.isfinite(curve), curve, np.inf), [0.25, 0.75], axis=1)
+        gone = np.flatnonzero(~np.isfinite(median) | (median > 1e6))
+        if gone.size:  # say where a line stops instead of letting it vanish
+            label = f"{label} (median overflows from step {gone[0]})"
+        line, = ax.plot(steps, np.where(median > 1e6, np.nan, median), marker="o", ms=3, label=label)
+        ax.fill_between(steps, *np.where(np.isfinite(band) & (band < 1e6), band, np.nan), color=line.get_color(),
+                        alpha=0.15)
     ax.set(xlabel="gradient steps on the support points", ylabel="query MSE (median, quartiles)", yscale="log",
            title=title)
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 

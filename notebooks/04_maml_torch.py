@@ -377,6 +377,8 @@ assert all(np.isfinite(v).all() for v in draw_rmse.values())
 assert any(not np.allclose(r, 0.01) for r in mamlpp_rates.values()), "MAML++ must have learned its rates"
 
 # %%
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
 for ax, k in zip(axes, (1, 5)):
     for name, style in zip(tails.learners, ("-", "-", "--")):
@@ -386,9 +388,13 @@ for ax, k in zip(axes, (1, 5)):
     ax.axvline(0.3, color="grey", lw=0.8, ls=":")
     ax.set(xscale="log", yscale="log", xlabel="RMSE of u − r in one draw (mag)",
            title=f"K = {k} support galaxies ({draw_rmse[name, k].size} draws)")
+    ax.xaxis.set_major_locator(FixedLocator([0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5]))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 axes[0].set_ylabel("fraction of draws with RMSE ≥ x")
 axes[0].legend(fontsize=8)
 fig.suptitle("The tail of adaptation on meta-test slices: before and after MAML++ (dotted: 0.3 mag)")
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -396,8 +402,10 @@ plt.show()
 # from 1 to 20 during meta-training, learns how far to move at each step, and its clipped inner steps bound
 # how far one odd galaxy can pull it. Whether that is enough to beat the per-slice offset, paired and over
 # all 40 slices and 5 seeds, is what the full evaluation measures (README, "Redness on held-out redshift
-# slices"). A few draws of every learner pass 0.3 mag, the oracle's included: those query sets contain
-# galaxies whose $u - r$ nothing in $griz$ predicts.
+# slices": there, over 2,000 draws per K, the plain NumPy MAML trained at K = 10 had a worst draw of 2.4 mag at
+# K = 1, the K = 1-20 learners about 0.5, like the baselines). In the full run a few draws of every learner pass
+# 0.3 mag, the oracle's included: those query sets hold galaxies far from what $g, r, i, z$ predict, whatever
+# the learner.
 
 # %% [markdown]
 # ## 6. Scaling out: data-parallel meta-training
