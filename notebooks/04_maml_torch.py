@@ -27,7 +27,7 @@
 #
 # **Prerequisites:** notebook 03; PyTorch tensors and `autograd`.
 #
-# **Runtime:** on a 2-core CPU, laptop mode 141 s; CI mode 34 s. GPU: not measured yet; the
+# **Runtime:** on a 2-core CPU, laptop mode 261 s; CI mode 53 s. GPU: not measured yet; the
 # same cells run there unchanged (the device is picked automatically).
 
 # %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)

@@ -29,8 +29,8 @@
 #
 # **Prerequisites:** notebooks 02–04.
 #
-# **Runtime:** on a 2-core CPU, CI mode 27 s (all 5 folds, 1 training seed, 200 meta-iterations,
-# 4 draws per slice: the numbers illustrate the protocol); laptop mode 314 s (2 seeds, 2,000
+# **Runtime:** on a 2-core CPU, CI mode 36 s (all 5 folds, 1 training seed, 200 meta-iterations,
+# 4 draws per slice: the numbers illustrate the protocol); laptop mode 494 s (2 seeds, 2,000
 # meta-iterations). The full evaluation quoted in the README (5 folds × 5 seeds, 10 draws per slice) is
 # `python benchmarks/redness_evaluation.py`. GPU: not measured (this notebook's networks are small).
 
