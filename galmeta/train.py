@@ -94,6 +94,7 @@ def run(args) -> dict:
     if world > 1:
         import torch.distributed as dist
 
+        dist.barrier()  # rank 0 may still be writing its checkpoint; gloo aborts if a peer leaves mid-way
         dist.destroy_process_group()
     return summary
 

@@ -43,6 +43,7 @@ def _worker(rank, world, init_file, folder):
         if rank == 0:
             np.save(f"{folder}/{algorithm}.npy", _state(learner))
             learner.save(f"{folder}/{algorithm}.pt")
+    dist.barrier()  # without it rank 1 can leave while rank 0 still saves, and gloo aborts it (seen once in CI)
     dist.destroy_process_group()
 
 
