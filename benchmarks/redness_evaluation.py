@@ -34,6 +34,15 @@ from galmeta.plots import save_figures
 from galmeta.tasks import build_catalogue
 
 
+def merged_results(folders):
+    """The ``results.pickle`` of runs over disjoint folds, merged into one result."""
+    parts = []
+    for folder in folders:
+        with open(Path(folder) / "results.pickle", "rb") as handle:
+            parts.append(pickle.load(handle))
+    return EvaluationResults.merge(parts)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=("sdss", "sami"), default="sdss",
@@ -69,17 +78,9 @@ def main():
     out = Path(args.out or Path(__file__).resolve().parent.parent / "build" / "results" / ("sami" if args.dataset == "sami" else ""))
     if args.replot or args.merge:
         if args.merge:
-            parts = []
-            for folder in args.merge:
-                with open(Path(folder) / "results.pickle", "rb") as handle:
-                    parts.append(pickle.load(handle))
-            results = EvaluationResults.merge(parts)
+            results = merged_results(args.merge)
             if args.replace_from:
-                replacement = []
-                for folder in args.replace_from:
-                    with open(Path(folder) / "results.pickle", "rb") as handle:
-                        replacement.append(pickle.load(handle))
-                replacement = EvaluationResults.merge(replacement)
+                replacement = merged_results(args.replace_from)
                 results = results.with_learners_from(replacement)
                 print(f"learners {sorted(replacement.learners)} taken from {', '.join(args.replace_from)}")
             out.mkdir(parents=True, exist_ok=True)

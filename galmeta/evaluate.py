@@ -699,7 +699,8 @@ def paired_markdown(rows, results=None):
                      f"{len(results.slices)} meta-test slices x {results.config.n_draws} draws, "
                      f"{len(results.config.seeds)} training seed(s); 95% interval from resampling slices, then draws; "
                      f"seed sd = standard deviation of the difference over training seeds.\n")
-        failed = [f"{name} at K={k}: {n} of {results.residuals(name, k)[..., 0].size} draws"
+        n_draws = len(results.config.seeds) * len(results.slices) * results.config.n_draws
+        failed = [f"{name} at K={k}: {n} of {n_draws} draws"
                   for k in results.ks for name in results.learners if (n := results.non_finite_draws(name, k))]
         if failed:
             lines.append("Predictions that are not finite (adaptation overflowed; counted as infinite errors): "

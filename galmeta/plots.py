@@ -47,6 +47,26 @@ def _plain_log_ticks(ax, axis="y"):
     target.set_minor_formatter(FormatStrFormatter(""))
 
 
+def _errorbars(ax, x, est, lo, hi, fmt, label, color=None):
+    """Estimates with interval bars; a non-finite estimate (a learner whose predictions overflowed) is a
+    triangle at the top edge marked ∞, and an interval reaching infinity an arrow at the top edge."""
+    est, lo, hi = (np.asarray(v, float) for v in (est, lo, hi))
+    finite = np.isfinite(est)
+    kwargs = {"color": color} if color is not None else {}
+    bars = ax.errorbar(x[finite], est[finite], yerr=[est[finite] - lo[finite], np.where(np.isfinite(hi), hi, est)[finite]
+                       - est[finite]], fmt=fmt, ms=4, capsize=2, label=label, **kwargs)
+    colour = bars.lines[0].get_color()
+    top = ax.get_xaxis_transform()  # x in data, y in axes fraction
+    for xi in np.asarray(x, float)[~finite]:
+        ax.plot([xi], [0.97], marker="^", color=colour, transform=top, clip_on=False)
+        ax.annotate("∞", (xi, 0.97), xycoords=top, xytext=(4, -3), textcoords="offset points", fontsize=7,
+                    color=colour)
+    for xi in np.asarray(x, float)[finite & ~np.isfinite(hi)]:
+        ax.annotate("", (xi, 0.99), xycoords=top, xytext=(xi, 0.9), textcoords=top,
+                    arrowprops={"arrowstyle": "->", "color": colour})
+    return bars
+
+
 def _axes(ax, figsize):
     import matplotlib.pyplot as plt
 
@@ -70,12 +90,13 @@ def plot_paired_differences(paired_rows, metric="rmse", ax=None, learners=None, 
         est = np.array([r[metric].estimate for r in rows])
         lo = np.array([r[metric].lo for r in rows])
         hi = np.array([r[metric].hi for r in rows])
-        ax.errorbar(x, est, yerr=[est - lo, hi - est], fmt="o", ms=4, capsize=2, label=name)
+        _errorbars(ax, x, est, lo, hi, "o", name)
     ax.axhline(0, color="k", lw=0.8)
     reference = {r["K"]: r["reference"] for r in paired_rows}
     ax.set(xticks=range(len(ks)), ylabel=f"Δ {_label(metric, target_name)}\nlearner − best baseline",
            title="Paired difference to the best non-meta baseline at each K (chosen on meta-validation)")
-    ax.set_xticklabels([f"K = {k}\nvs {reference[k]}" for k in ks], fontsize=7)
+    ax.set_xticklabels([f"K = {k}\nvs {reference[k]}".replace(", ", ",\n").replace(" + ", "\n+ ") for k in ks],
+                       fontsize=7)
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, ncol=2)
     return ax
@@ -96,14 +117,14 @@ def plot_error_vs_k(summary_rows, metric="rmse", ax=None, learners=None, target_
         est = np.array([r[metric].estimate for r in rows])
         lo, hi = np.array([r[metric].lo for r in rows]), np.array([r[metric].hi for r in rows])
         style = "--" if rows[0]["group"] == "reference" else "-"
-        ax.errorbar(ks, est, yerr=[est - lo, hi - est], fmt="o" + style, ms=4, capsize=2, label=name)
+        _errorbars(ax, ks, est, lo, hi, "o" + style, name)
     ks = sorted({r["K"] for r in summary_rows})
     ax.set(xscale="log", xticks=ks, xticklabels=ks, xlabel="K (support galaxies per slice)",
            ylabel=_label(metric, target_name))
     if metric != "balanced_accuracy":
         ax.set_yscale("log")
         _plain_log_ticks(ax)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below: not over the lines
     return ax
 
 
