@@ -9,9 +9,11 @@ import sys
 
 
 def _cmd_data_import(args):
-    from galmeta.data import active_snapshot, import_snapshot
+    from galmeta.data import ImportLimits, active_snapshot, import_snapshot
 
-    target = import_snapshot(args.path, name=args.name, force=args.force, activate=True if args.use else None)
+    limits = ImportLimits(max_megabytes=args.max_megabytes, max_rows=args.max_rows, max_columns=args.max_columns)
+    target = import_snapshot(args.path, name=args.name, force=args.force, activate=True if args.use else None,
+                             limits=limits)
     print(f"imported {args.path} -> {target}")
     active = active_snapshot()
     print(f"the course uses: {'snapshot ' + active if active else 'the embedded table'} "
@@ -47,7 +49,7 @@ def _cmd_data_info(args):
     if not entries:
         print("  (no fetched or imported table: fetch with `galmeta data fetch`, import with `galmeta data import PATH`)")
     for e in entries:
-        print(f"  {'*' if e['active'] else ' '} {e['kind']:<8s} {e['name']:<45s} "
+        print(f"  {'*' if e['active'] else ' '} {e['kind']:<9s} {e['name']:<45s} "
               f"{e['rows'] if e['rows'] is not None else '?':>7} rows  {e['bytes'] / 1e6:6.1f} MB  {e['source']}  "
               f"{e['when'] or ''}")
     print(f"  embedded table: {embedded_table_path()}")
@@ -91,15 +93,24 @@ def _cmd_course_render(args):
 
 
 def build_parser():
+    from galmeta.data.tables import ImportLimits
+
     parser = argparse.ArgumentParser(prog="galmeta", description="Meta-learning on SDSS galaxies: course tools.")
     sub = parser.add_subparsers(dest="group", required=True)
 
     data = sub.add_parser("data", help="fetch, import and list galaxy tables").add_subparsers(dest="action", required=True)
     p = data.add_parser("import", help="import a snapshot file (.csv, .csv.gz, .ecsv, .fits) into the data home")
     p.add_argument("path")
-    p.add_argument("--name", help="name in the data home (default: the file name)")
+    p.add_argument("--name", help="name in the data home: 1-64 letters, digits, '_' or '-', not starting with '-' "
+                                   "(default: the file name)")
     p.add_argument("--force", action="store_true", help="replace a different snapshot of the same name")
     p.add_argument("--use", action="store_true", help="make it the course's table (default: only if none is chosen)")
+    defaults = ImportLimits()
+    p.add_argument("--max-megabytes", type=float, default=defaults.max_megabytes,
+                   help="refuse a table larger than this uncompressed (default %(default)g MB; parsing needs ~12x)")
+    p.add_argument("--max-rows", type=int, default=defaults.max_rows, help="refuse more rows (default %(default)s)")
+    p.add_argument("--max-columns", type=int, default=defaults.max_columns,
+                   help="refuse more columns (default %(default)s)")
     p.set_defaults(func=_cmd_data_import)
     p = data.add_parser("use", help="choose the course's table: an imported snapshot's name, or 'embedded'")
     p.add_argument("name")
@@ -148,12 +159,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         from galmeta.data import GalmetaDataError  # imports galmeta.config, which reads GALMETA_MODE
+        from galmeta.safe_files import LockTimeout
 
         args.func(args)
     except (ValueError, OSError) as exc:  # includes ConfigError, FileNotFoundError, NotADirectoryError
         print(f"galmeta: error: {exc}", file=sys.stderr)
         return 2
-    except GalmetaDataError as exc:
+    except (GalmetaDataError, LockTimeout) as exc:
         print(f"galmeta: error: {exc}", file=sys.stderr)
         return 2
     return 0

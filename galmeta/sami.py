@@ -80,7 +80,7 @@ def read_sami_tables(folder=None) -> dict:
     """
     from astropy.table import Table
 
-    from galmeta.data import NoDataError, _sniff
+    from galmeta.data import NoDataError, sniff_file
 
     folder = Path(folder) if folder is not None else sami_data_dir()
     tables = {}
@@ -89,7 +89,7 @@ def read_sami_tables(folder=None) -> dict:
         if not path.is_file():
             raise NoDataError(f"the SAMI table {name} is missing from {folder}; reinstall galmeta or point "
                               "read_sami_tables(folder=...) at a folder holding the six SAMI DR3 files")
-        _sniff(path)
+        sniff_file(path)
         table = Table.read(path, format="ascii.csv")
         if "col0" in table.colnames:
             table.remove_column("col0")

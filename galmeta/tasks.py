@@ -142,12 +142,10 @@ def clean_galaxies(table):
     """
     from astropy.table import Table
 
-    from galmeta.data import validate_table
-
-    from galmeta.data import _normalise_columns
+    from galmeta.data.tables import normalise_columns, validate_table
 
     validate_table(table, "the galaxy table")
-    table = _normalise_columns(table.copy(copy_data=False), "the galaxy table")  # types checked, ids exact
+    table = normalise_columns(table.copy(copy_data=False), "the galaxy table")  # types checked, ids exact
     report = CleaningReport(n_input=len(table))
     ids = {name: np.asarray(table[name]) for name in ("objID", "specObjID") if name in table.colnames}
     # numbers become float with NaN for missing; other text columns (source_file, notes) pass through as text
