@@ -49,7 +49,7 @@ def _cmd_data_info(args):
     if not entries:
         print("  (no fetched or imported table: fetch with `galmeta data fetch`, import with `galmeta data import PATH`)")
     for e in entries:
-        print(f"  {'*' if e['active'] else ' '} {e['kind']:<9s} {e['name']:<45s} "
+        print(f"  {'*' if e['active'] else ' '} {e['kind']:<8s} {e['name']:<45s} "
               f"{e['rows'] if e['rows'] is not None else '?':>7} rows  {e['bytes'] / 1e6:6.1f} MB  {e['source']}  "
               f"{e['when'] or ''}")
     print(f"  embedded table: {embedded_table_path()}")
@@ -156,7 +156,12 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()  # imports galmeta.config, which reads GALMETA_MODE
+    except ValueError as exc:
+        print(f"galmeta: error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         from galmeta.data import GalmetaDataError  # imports galmeta.config, which reads GALMETA_MODE
         from galmeta.safe_files import LockTimeout

@@ -79,11 +79,15 @@ def _solution_cells(notebook):
     return [c for c in notebook.cells if "solution" in c.metadata.get("tags", [])]
 
 
-def make_student_copies(out: Path | None = None, select: list[str] | None = None) -> list[Path]:
+def make_student_copies(out: Path | None = None, select: list[str] | None = None,
+                        lock_timeout: float = 60.0) -> list[Path]:
     """Student notebooks: solution cells removed, no outputs, into ``out`` (default ``./build/student``).
 
     A student's work is never destroyed: where a copy already exists and differs from a fresh one (the
-    student edited or ran it), it is kept beside the new one as ``NAME.kept-YYYYmmdd-HHMMSS.ipynb``.
+    student edited or ran it), it is kept beside the new one as ``NAME.kept-YYYYmmdd-HHMMSS.ipynb``
+    (created exclusively, never over another file). A copy that already equals the fresh one is left
+    alone (even when it is read-only). Two runs into one folder take turns (a lock file,
+    ``.galmeta-student.lock``), so neither can replace a copy the other just judged.
 
     Returns
     -------
@@ -92,6 +96,8 @@ def make_student_copies(out: Path | None = None, select: list[str] | None = None
     """
     import tempfile
 
+    from galmeta.safe_files import atomic_write, create_exclusive, exclusive_lock
+
     out = Path(out or Path.cwd() / "build" / "student")
     with tempfile.TemporaryDirectory() as staging:
         fresh = generate_notebooks(Path(staging), select, strip_solutions=True)
@@ -99,18 +105,31 @@ def make_student_copies(out: Path | None = None, select: list[str] | None = None
         out.mkdir(parents=True, exist_ok=True)
         written = []
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        for path in fresh:
-            target = out / path.name
-            if target.exists() and target.read_bytes() != path.read_bytes():
-                kept = target.with_name(f"{target.stem}.kept-{stamp}.ipynb")
-                n = 1
-                while kept.exists():  # two regenerations within a second: never overwrite a kept copy
-                    kept, n = target.with_name(f"{target.stem}.kept-{stamp}-{n}.ipynb"), n + 1
-                target.rename(kept)
-                print(f"kept your edited {target.name} as {kept.name}")
-            target.write_bytes(path.read_bytes())
-            written.append(target)
+        with exclusive_lock(out / ".galmeta-student.lock", f"student copies in {out}", timeout=lock_timeout):
+            for path in fresh:
+                target, new = out / path.name, path.read_bytes()
+                if target.exists():
+                    old = target.read_bytes()
+                    if old == new:
+                        written.append(target)
+                        continue
+                    kept = _keep_exclusively(target, old, stamp, create_exclusive)
+                    print(f"kept your edited {target.name} as {kept.name}")
+                with atomic_write(target) as tmp:
+                    tmp.write_bytes(new)
+                written.append(target)
     return written
+
+
+def _keep_exclusively(target: Path, content: bytes, stamp: str, create_exclusive) -> Path:
+    """Write ``content`` to the first free ``NAME.kept-STAMP[-n].ipynb``, never over an existing file."""
+    n = 0
+    while True:
+        suffix = f"-{n}" if n else ""
+        kept = target.with_name(f"{target.stem}.kept-{stamp}{suffix}.ipynb")
+        if create_exclusive(kept, content):
+            return kept
+        n += 1
 
 
 def check_student_copies(folder: Path, select: list[str] | None = None):

@@ -61,6 +61,7 @@ import torch
 from torch import nn
 
 from galmeta.config import DEFAULT_SEED, try_device
+from galmeta.safe_files import atomic_write, exclusive_lock
 from galmeta.maml_numpy import check_inner, check_task_batch
 
 __all__ = [
@@ -351,6 +352,15 @@ def _check_steps(steps, name="steps"):
     return int(steps)
 
 
+#: Settings that change what meta-training does: a checkpoint resumes only into a learner with the same ones.
+TRAINING_SETTINGS = ("inner_lr", "inner_steps", "meta_lr", "meta_batch", "reptile_steps", "step_lrs",
+                     "multi_step_iterations", "inner_grad_clip", "head_names")
+
+
+def _comparable(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 class CheckpointError(ValueError):
     """A checkpoint file cannot be read or does not fit this learner; the learner was left unchanged."""
 
@@ -603,12 +613,24 @@ class MetaLearner:
             When the meta-loss stops being finite, or grows a million-fold over its first values (a
             ``RuntimeWarning`` comes first, at a thousand-fold): training diverges.
         """
-        from galmeta.config import progress_bar
-
         if isinstance(n_iterations, bool) or not isinstance(n_iterations, (int, np.integer)) or n_iterations < 0:
             raise ValueError(f"n_iterations must be an integer >= 0, got {n_iterations!r}")
         if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
             raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
+        if on_divergence not in ("raise", "stop"):
+            raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}")
+        if checkpoint is None or self.rank != 0:
+            return self._fit(sample_tasks, n_iterations, val_tasks, eval_every, patience, checkpoint, progress, rng,
+                             on_divergence)
+        # one training per checkpoint file: a second one is refused before it starts, not after it trained
+        with exclusive_lock(Path(str(checkpoint) + ".lock"), f"the checkpoint {checkpoint}", timeout=0):
+            return self._fit(sample_tasks, n_iterations, val_tasks, eval_every, patience, checkpoint, progress, rng,
+                             on_divergence)
+
+    def _fit(self, sample_tasks, n_iterations, val_tasks, eval_every, patience, checkpoint, progress, rng,
+             on_divergence):
+        from galmeta.config import progress_bar
+
         rng = rng or np.random.default_rng(self.config.seed + self.iteration)
         if self.world_size > 1:  # each rank its own shard of tasks: same streams would duplicate them
             rng = np.random.default_rng([int(rng.integers(2 ** 62)), self.rank])
@@ -618,8 +640,6 @@ class MetaLearner:
         show = (None if progress is None else progress) if self.rank == 0 else False
         bar = progress_bar(range(int(n_iterations)), disable=None if show is None else not show,
                            desc=f"meta-train ({self.config.algorithm})", mininterval=1.0)
-        if on_divergence not in ("raise", "stop"):
-            raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}")
         first_losses, warned = [], False
         self.diverged_at = None
         fallback = self._state() if on_divergence == "stop" else None
@@ -762,9 +782,8 @@ class MetaLearner:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {**self._state(), "optimiser": self.optimiser.state_dict(), "config": asdict(self.config),
                    "iteration": self.iteration, "history": self.history, "torch_rng": torch.get_rng_state()}
-        tmp = path.with_suffix(path.suffix + ".part")
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:  # a unique temporary name: two writers never share one
+            torch.save(payload, tmp)
 
     def load(self, path):
         """Restore a checkpoint written by :meth:`save` (same model architecture and algorithm).
@@ -791,6 +810,7 @@ class MetaLearner:
                 "refuses to load because they could run code. Nothing was changed."
             ) from exc
         self._check_payload(payload, path)
+        self._check_same_training(payload["config"], path)
         trial = copy.deepcopy(self.optimiser)
         try:
             trial.load_state_dict(payload["optimiser"])
@@ -802,6 +822,19 @@ class MetaLearner:
         torch.set_rng_state(payload["torch_rng"].cpu())
         self.is_fitted_ = True
         return self
+
+    def _check_same_training(self, saved: dict, path):
+        """Refuse a checkpoint trained with other settings: resuming would silently mix two configurations
+        (Adam's saved state carries the checkpoint's meta_lr, while this learner's config says another)."""
+        differ = [f"{name}={saved.get(name)!r} in the checkpoint, {getattr(self.config, name)!r} here"
+                  for name in TRAINING_SETTINGS
+                  if _comparable(saved.get(name)) != _comparable(getattr(self.config, name))]
+        if differ:
+            raise CheckpointError(
+                f"{path} was trained with other settings: {'; '.join(differ)}. Create the learner with the "
+                "checkpoint's settings to resume it (for galmeta train: the same --inner-lr, --inner-steps, "
+                "--meta-lr and --meta-batch), or write a new checkpoint. Nothing was changed."
+            )
 
     def _check_payload(self, payload, path):
         def fail(what):
