@@ -11,7 +11,7 @@ fold and training seed, chooses every option on meta-validation, and writes into
 
     python benchmarks/redness_evaluation.py                   # full: 5 folds x 5 seeds
     python benchmarks/redness_evaluation.py --seeds 0 --folds 0 --meta-iterations 300   # a quick look
-    python benchmarks/redness_evaluation.py --replot           # tables and figures again from results.pickle
+    python benchmarks/redness_evaluation.py --replot           # tables and figures again from the saved results
 
 On a machine with several cores, folds can run in separate processes and be merged:
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import time
 from pathlib import Path
 
@@ -31,16 +30,13 @@ from galmeta.config import seed_everything, try_device
 from galmeta.data import load_galaxies
 from galmeta.evaluate import EvaluationConfig, EvaluationResults, default_learners, run_evaluation
 from galmeta.plots import save_figures
+from galmeta.results_files import load_results, save_results
 from galmeta.tasks import build_catalogue
 
 
 def merged_results(folders):
-    """The ``results.pickle`` of runs over disjoint folds, merged into one result."""
-    parts = []
-    for folder in folders:
-        with open(Path(folder) / "results.pickle", "rb") as handle:
-            parts.append(pickle.load(handle))
-    return EvaluationResults.merge(parts)
+    """The saved results (``results.json`` + ``results.npz``) of runs over disjoint folds, merged into one."""
+    return EvaluationResults.merge([load_results(folder) for folder in folders])
 
 
 def main():
@@ -58,10 +54,10 @@ def main():
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=None, help="output folder (default build/results, or build/results/sami)")
     parser.add_argument("--replot", action="store_true",
-                        help="redraw tables and figures from the results.pickle of an earlier run in --out")
+                        help="redraw tables and figures from the saved results of an earlier run in --out")
     parser.add_argument("--merge", nargs="+", metavar="FOLDER",
-                        help="merge the results.pickle of runs over disjoint folds, then write tables and figures to --out")
-    parser.add_argument("--no-tables", action="store_true", help="save results.pickle only (for --merge later)")
+                        help="merge the saved results of runs over disjoint folds, then write tables and figures to --out")
+    parser.add_argument("--no-tables", action="store_true", help="save the results only (for --merge later)")
     parser.add_argument("--only", nargs="+", metavar="LEARNER", help="run only these learners (by name)")
     parser.add_argument("--replace-from", nargs="+", metavar="FOLDER",
                         help="with --merge: the learners of these runs (same draws; merged by folds) replace the "
@@ -83,14 +79,11 @@ def main():
                 replacement = merged_results(args.replace_from)
                 results = results.with_learners_from(replacement)
                 print(f"learners {sorted(replacement.learners)} taken from {', '.join(args.replace_from)}")
-            out.mkdir(parents=True, exist_ok=True)
-            with open(out / "results.pickle", "wb") as handle:
-                pickle.dump(results, handle)
+            save_results(results, out)
             print(f"merged folds {results.config.folds}: {len(results.slices)} meta-test tasks; training and "
                   f"prediction took {results.seconds:.0f} s of process time in all")
         else:
-            with open(out / "results.pickle", "rb") as handle:
-                results = pickle.load(handle)
+            results = load_results(out)
         start = time.perf_counter()
         summary_rows, paired_rows = results.write(out, n_resamples=args.resamples)
         print("\n".join(str(p) for p in save_figures(results, paired_rows, summary_rows, out)))
@@ -121,11 +114,9 @@ def main():
     results = run_evaluation(catalogue, learners, config, min_size=min_size,
                              progress=lambda message: print(" ", message, flush=True))
     print(f"training and prediction took {results.seconds:.0f} s; {len(results.slices)} meta-test tasks")
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.pickle", "wb") as handle:  # predictions only: learners are dropped
-        pickle.dump(results.without_models(), handle)
+    save_results(results, out)  # JSON + NumPy arrays: data only, nothing that could run code when loaded
     if args.no_tables:
-        print(f"saved {out / 'results.pickle'} (tables with --merge or --replot)")
+        print(f"saved {out}/results.json and results.npz (tables with --merge or --replot)")
         return
     summary_rows, paired_rows = results.write(out, n_resamples=args.resamples)
     figures = save_figures(results, paired_rows, summary_rows, out)

@@ -79,6 +79,11 @@ def make_draws(data, split, k, n_draws, n_query, seed):
     """``n_draws`` seeded draws of K support and ``n_query`` query galaxies (disjoint) in every slice of ``split``."""
     from galmeta.tasks import TooFewGalaxiesError
 
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a whole number of support galaxies >= 1, got {k!r}")
+    for name, value in (("n_draws", n_draws), ("n_query", n_query)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     tasks = data.tasks[split]
     rng = np.random.default_rng([int(seed), data.fold, int(k), {"train": 0, "val": 1, "test": 2}[split]])
     support = np.empty((len(tasks), n_draws, k), dtype=np.int64)
@@ -301,12 +306,39 @@ class EvaluationConfig:
     tail_rmse: float = TAIL_RMSE
 
     def __post_init__(self):
-        if not self.ks or min(self.ks) < 1:
-            raise ValueError(f"ks must list support sizes >= 1, got {self.ks!r}")
-        if not self.seeds or not self.folds:
-            raise ValueError("seeds and folds must each list at least one value")
-        if self.n_draws < 1 or self.n_val_draws < 1 or self.n_query < 1:
-            raise ValueError("n_draws, n_val_draws and n_query must be >= 1")
+        self.ks = _whole_numbers("ks", self.ks, minimum=1, what="support sizes")
+        self.seeds = _whole_numbers("seeds", self.seeds, minimum=0, what="training seeds")
+        self.folds = _whole_numbers("folds", self.folds, minimum=0, what="folds")
+        if max(self.folds) >= _whole_number("n_folds", self.n_folds, 1):
+            raise ValueError(f"folds must lie in 0..n_folds-1 = 0..{self.n_folds - 1}, got {self.folds!r}")
+        for name in ("n_draws", "n_val_draws", "n_query", "meta_iterations", "pooled_epochs"):
+            _whole_number(name, getattr(self, name), 1)
+        if self.meta_train_k is not None:
+            _whole_number("meta_train_k", self.meta_train_k, 1)
+        if isinstance(self.tail_rmse, bool) or not isinstance(self.tail_rmse, (int, float)) or not self.tail_rmse > 0:
+            raise ValueError(f"tail_rmse must be a number of magnitudes > 0, got {self.tail_rmse!r}")
+
+
+def _whole_number(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _whole_numbers(name, values, minimum, what):
+    """A non-empty tuple of distinct whole numbers >= minimum, or ValueError naming the setting."""
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise ValueError(f"{name} must list {what} (e.g. {name}=(0, 1)), got {values!r}") from None
+    if not values:
+        raise ValueError(f"{name} must list at least one of the {what}")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{name} must list whole numbers >= {minimum} ({what}), but it holds {value!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} lists a value twice ({values!r}); each of the {what} may appear once")
+    return tuple(int(v) for v in values)
 
 
 def default_learners(config: EvaluationConfig, device=None):
@@ -438,22 +470,6 @@ class EvaluationResults:
         self.chosen[(learner.name, k, fold, seed)] = option
         self.val_rmse[(learner.name, k, fold, seed)] = val_rmse
         self.option_rmse[(learner.name, k, fold, seed)] = option_rmse
-
-    def without_models(self):
-        """A copy whose learners keep their configuration but drop trained models (small, picklable)."""
-        import copy
-
-        def light(learner):
-            clone = copy.copy(learner)
-            for attribute in ("model", "params"):
-                vars(clone).pop(attribute, None)
-            if isinstance(vars(clone).get("base"), Learner):
-                clone.base = light(clone.base)
-            return clone
-
-        stripped = copy.copy(self)
-        stripped.learners = {name: light(learner) for name, learner in self.learners.items()}
-        return stripped
 
     @classmethod
     def merge(cls, parts):

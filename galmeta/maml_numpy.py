@@ -282,13 +282,46 @@ def check_task_batch(d_in, d_out, arrays, finite=lambda a: bool(np.all(np.isfini
             raise ValueError(f"{sx} has {arrays[sx].shape[1]} points per task but {sy} has {arrays[sy].shape[1]}")
 
 
-def _check_tasks(params, dtype, **arrays):
-    out = {}
-    for name, value in arrays.items():
+#: The largest absolute value a task array may hold, in both learners. Inputs and targets of the course are
+#: standardised or magnitudes (|value| < 100); far larger values overflow the network's float32 arithmetic
+#: (PyTorch) or give finite nonsense (NumPy: a 1e30 input gave a loss of 1e229).
+MAX_ABS_VALUE = 1e6
+
+
+def check_task_array(name: str, value):
+    """The value rules of every learner, checked before any cast: real numbers, finite, ``|value| <= 1e6``.
+
+    ``value`` is a NumPy array (or array-like) or a PyTorch tensor; ``name`` is the argument's name
+    for the message. Returns the NumPy array (or the tensor unchanged).
+
+    Raises
+    ------
+    TypeError
+        For complex, boolean or non-numeric values.
+    ValueError
+        For NaN, inf, or values beyond :data:`MAX_ABS_VALUE`.
+    """
+    if type(value).__module__.startswith("torch"):
+        if value.is_complex() or str(value.dtype) == "torch.bool":
+            raise TypeError(f"{name} must hold real numbers (floating point or integer), got dtype {value.dtype}")
+        largest = float(value.detach().abs().max()) if value.numel() else 0.0
+    else:
         value = np.asarray(value)
-        if not np.issubdtype(value.dtype, np.number):
-            raise TypeError(f"{name} must be numeric, got dtype {value.dtype}")
-        out[name] = value
+        if value.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must hold real numbers (floating point or integer), got dtype {value.dtype}")
+        with np.errstate(all="ignore"):
+            largest = float(np.abs(value.astype(np.float64, copy=False)).max()) if value.size else 0.0
+    if not np.isfinite(largest):
+        raise ValueError(f"{name} contains NaN or inf; clean or impute the data first (galmeta.tasks)")
+    if largest > MAX_ABS_VALUE:
+        raise ValueError(f"{name} holds a value of {largest:.3g}, beyond ±{MAX_ABS_VALUE:.0e}, the largest galmeta's "
+                         "learners accept: standardise the features and centre the targets first "
+                         "(galmeta.tasks.FeaturePreprocessor does it for galaxies)")
+    return value
+
+
+def _check_tasks(params, dtype, **arrays):
+    out = {name: check_task_array(name, value) for name, value in arrays.items()}
     check_task_batch(params[0][0].shape[0], params[-1][0].shape[1], out)
     return {name: value.astype(dtype, copy=False) for name, value in out.items()}
 

@@ -62,7 +62,7 @@ from torch import nn
 
 from galmeta.config import DEFAULT_SEED, try_device
 from galmeta.safe_files import atomic_write, exclusive_lock
-from galmeta.maml_numpy import check_inner, check_task_batch
+from galmeta.maml_numpy import check_inner, check_task_array, check_task_batch
 
 __all__ = [
     "MLP",
@@ -153,12 +153,9 @@ def _check_batch(xs, ys, xq=None, yq=None, d_in=None, d_out=None):
     check_task_batch(d_in, d_out, arrays, finite=_finite)
 
 
-def _as_like(value, reference):
-    """A NumPy array or tensor as a tensor of ``reference``'s dtype and device."""
-    if not torch.is_tensor(value):
-        value = np.asarray(value)
-        if not np.issubdtype(value.dtype, np.number):
-            raise TypeError(f"task arrays must be numeric, got dtype {value.dtype}")
+def _as_like(value, reference, name="task array"):
+    """A NumPy array or tensor as a tensor of ``reference``'s dtype and device, checked before the cast."""
+    value = check_task_array(name, value)
     return torch.as_tensor(value, dtype=reference.dtype, device=reference.device)
 
 
@@ -183,7 +180,7 @@ def meta_gradient(params, xs, ys, xq, yq, inner_lr, inner_steps=1, first_order=F
     """
     check_inner(inner_lr, inner_steps)
     reference = params[0][0]
-    xs, ys, xq, yq = (_as_like(a, reference) for a in (xs, ys, xq, yq))
+    xs, ys, xq, yq = (_as_like(a, reference, n) for a, n in zip((xs, ys, xq, yq), ("xs", "ys", "xq", "yq")))
     _check_batch(xs, ys, xq, yq, d_in=reference.shape[0], d_out=params[-1][0].shape[-1])
     leaves = [t.detach().requires_grad_(True) for pair in params for t in pair]
     pairs = [(leaves[2 * i], leaves[2 * i + 1]) for i in range(len(params))]
@@ -482,12 +479,8 @@ class MetaLearner:
                 path.append(dict(per_task))
         return path if trajectory else per_task
 
-    def _as_tensor(self, array):
-        if not torch.is_tensor(array):
-            array = np.asarray(array)
-            if not np.issubdtype(array.dtype, np.number):
-                raise TypeError(f"task arrays must be numeric, got dtype {array.dtype}")
-        return torch.as_tensor(array, dtype=self.dtype).to(self.device)
+    def _as_tensor(self, array, name="task array"):
+        return torch.as_tensor(check_task_array(name, array), dtype=self.dtype).to(self.device)
 
     def _widths(self):
         """(d_in, d_out) of the model when it is an MLP, else (None, None): a generic module checks itself."""
@@ -502,7 +495,7 @@ class MetaLearner:
 
         A tensor, differentiable unless ``create_graph`` is False.
         """
-        xs, ys, xq, yq = (self._as_tensor(a) for a in (xs, ys, xq, yq))
+        xs, ys, xq, yq = (self._as_tensor(a, n) for a, n in zip((xs, ys, xq, yq), ("xs", "ys", "xq", "yq")))
         self._check(xs=xs, ys=ys, xq=xq, yq=yq)
         steps = _check_steps(self.config.inner_steps if steps is None else steps)
         second_order = create_graph and self.config.algorithm in ("maml", "metasgd", "anil")
@@ -518,7 +511,7 @@ class MetaLearner:
         if not self.config.multi_step_iterations or steps <= 1:
             loss = self.meta_loss(xs, ys, xq, yq)
             return loss, float(loss.detach())
-        xs, ys, xq, yq = (self._as_tensor(a) for a in (xs, ys, xq, yq))
+        xs, ys, xq, yq = (self._as_tensor(a, n) for a, n in zip((xs, ys, xq, yq), ("xs", "ys", "xq", "yq")))
         self._check(xs=xs, ys=ys, xq=xq, yq=yq)
         second_order = self.config.algorithm in ("maml", "anil")
         weights = multi_step_weights(steps, self.iteration, self.config.multi_step_iterations)
@@ -563,8 +556,8 @@ class MetaLearner:
 
     def _reptile_gradients(self, xs, ys, xq, yq):
         """Reptile: move towards the task-adapted weights; (theta - phi) is used as the gradient."""
-        x = torch.cat([self._as_tensor(xs), self._as_tensor(xq)], dim=1)
-        y = torch.cat([self._as_tensor(ys), self._as_tensor(yq)], dim=1)
+        x = torch.cat([self._as_tensor(xs, "xs"), self._as_tensor(xq, "xq")], dim=1)
+        y = torch.cat([self._as_tensor(ys, "ys"), self._as_tensor(yq, "yq")], dim=1)
         with torch.enable_grad():
             per_task = self._adapted(x, y, self.config.reptile_steps, create_graph=False)
             per_task = {n: v.detach() for n, v in per_task.items()}
@@ -728,7 +721,7 @@ class MetaLearner:
         AdaptedModel
         """
         self._require_fitted("adapt")
-        x, y = self._as_tensor(support_x), self._as_tensor(support_y)
+        x, y = self._as_tensor(support_x, "support_x"), self._as_tensor(support_y, "support_y")
         single = x.dim() == 2
         if single:
             x = x.unsqueeze(0)
@@ -750,7 +743,8 @@ class MetaLearner:
         max_steps = _check_steps(max_steps, "max_steps")
         if inner_lr is not None:
             check_inner(inner_lr, 1)
-        x, y, xq = self._as_tensor(support_x), self._as_tensor(support_y), self._as_tensor(query_x)
+        x, y, xq = (self._as_tensor(support_x, "support_x"), self._as_tensor(support_y, "support_y"),
+                    self._as_tensor(query_x, "query_x"))
         if y.dim() == 2:
             y = y.unsqueeze(-1)
         self._check(xs=x, ys=y, xq=xq)
@@ -885,7 +879,7 @@ class AdaptedModel:
     @torch.no_grad()
     def predict(self, x):
         """Predictions for ``x`` of shape ``(N, d_in)`` (one task) or ``(T, N, d_in)``; NumPy out."""
-        x = self.learner._as_tensor(x)
+        x = self.learner._as_tensor(x, "x")
         if self.single:
             if x.dim() != 2:
                 raise ValueError(f"this model was adapted to one task: x must be (N, d_in), got {tuple(x.shape)}")

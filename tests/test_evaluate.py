@@ -108,9 +108,18 @@ def test_protocol_on_a_synthetic_catalogue(tmp_path):
 
     paths = save_figures(results, paired, summary, tmp_path / "figures", k=5)
     assert all(p.stat().st_size > 1000 for p in paths)
-    # folds run in separate processes merge into exactly the same result
-    parts = [ev.run_evaluation(catalogue, ev.default_learners(replace(config, folds=(f,)), device="cpu"),
-                               replace(config, folds=(f,)), min_size=45).without_models() for f in (1, 0)]
+    # saved as data (JSON + NumPy, no pickle) and loaded back, the result gives the same tables and figures
+    from galmeta.results_files import load_results, save_results
+
+    loaded = load_results(save_results(results, tmp_path / "saved"))
+    loaded.write(tmp_path / "again", n_resamples=30)
+    for table in ("redness_per_slice.csv", "redness_summary.md", "redness_paired.md"):
+        assert (tmp_path / "again" / table).read_text() == (tmp_path / table).read_text(), table
+    assert len(save_figures(loaded, paired, summary, tmp_path / "figures_again", k=5)) == len(paths)
+    # folds run in separate processes, saved and loaded, merge into exactly the same result
+    parts = [load_results(save_results(
+        ev.run_evaluation(catalogue, ev.default_learners(replace(config, folds=(f,)), device="cpu"),
+                          replace(config, folds=(f,)), min_size=45), tmp_path / f"part{f}")) for f in (1, 0)]
     merged = ev.EvaluationResults.merge(parts)
     assert merged.config.folds == (0, 1) and merged.slices == results.slices
     for name in ("MAML", "MAML++", "pooled network + slice offset"):

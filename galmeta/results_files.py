@@ -1,0 +1,222 @@
+"""Evaluation results on disk as data that cannot run code: one JSON file and one NumPy archive.
+
+``save_results(results, folder)`` writes ``results.json`` (the configuration, learners' names, groups and
+the descriptions of their options, slices, choices, meta-validation scores) and ``results.npz``
+(predictions, margins, truths, labels and draws, read back with ``allow_pickle=False``).
+``load_results(folder)`` checks both completely and says what is wrong with a file that is not
+such a result. Result parts travel between machines (``benchmarks/redness_evaluation.py --merge``), so
+nothing in them may be able to run code, as a pickle could.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ResultsFileError", "LearnerRecord", "save_results", "load_results", "RESULTS_JSON", "RESULTS_ARRAYS"]
+
+RESULTS_JSON = "results.json"
+RESULTS_ARRAYS = "results.npz"
+FORMAT = "galmeta-evaluation-results"
+FORMAT_VERSION = 1
+
+
+class ResultsFileError(ValueError):
+    """A results folder is missing, damaged, or not a galmeta evaluation result."""
+
+
+class LearnerRecord:
+    """What a saved result keeps of a learner: its name, group, whether it regresses, and its options.
+
+    Options are kept by a text key; :meth:`describe` and :meth:`curve_key` answer from the recorded values,
+    so tables and figures drawn from a loaded result equal those drawn from the run.
+    """
+
+    def __init__(self, name, group, regression, options):
+        self.name, self.group, self.regression = name, group, bool(regression)
+        self.options = options  # key -> {"describe": str, "curve_key": [family, steps] or None}
+
+    def describe(self, option):
+        return self.options[option]["describe"]
+
+    def curve_key(self, option):
+        key = self.options[option]["curve_key"]
+        return None if key is None else tuple(key)
+
+    def __repr__(self):
+        return f"LearnerRecord({self.name!r}, group={self.group!r})"
+
+
+def _option_key(option) -> str:
+    return json.dumps(option if not isinstance(option, tuple) else list(option))
+
+
+def _finite_or_text(value):
+    value = float(value)
+    return value if math.isfinite(value) else repr(value)  # "inf", "nan": strict JSON has no infinities
+
+
+def _number(value):
+    return float(value)  # also "inf" and "nan", written as text
+
+
+def save_results(results, folder) -> Path:
+    """Write ``results`` (an :class:`galmeta.evaluate.EvaluationResults`) into ``folder``; returns the folder."""
+    from galmeta.safe_files import atomic_write
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(results.learners)
+    options = {name: {} for name in names}
+
+    def key_of(name, option):
+        learner = results.learners[name]
+        if isinstance(learner, LearnerRecord):
+            return option
+        key = _option_key(option)
+        curve = learner.curve_key(option)
+        options[name][key] = {"describe": learner.describe(option),
+                              "curve_key": None if curve is None else [curve[0], curve[1]]}
+        return key
+
+    chosen, val_rmse, option_rmse = [], [], []
+    for (name, k, fold, seed), option in results.chosen.items():
+        chosen.append([name, k, fold, seed, key_of(name, option)])
+        val_rmse.append([name, k, fold, seed, _finite_or_text(results.val_rmse[(name, k, fold, seed)])])
+        option_rmse.append([name, k, fold, seed, [[key_of(name, o), _finite_or_text(v)]
+                                                  for o, v in results.option_rmse[(name, k, fold, seed)].items()]])
+    for name, learner in results.learners.items():
+        if isinstance(learner, LearnerRecord):
+            options[name] = learner.options
+    arrays = {}
+    for (name, k), per_seed in results.predictions.items():
+        for seed, per_fold in per_seed.items():
+            for fold, values in per_fold.items():
+                index = names.index(name)
+                arrays[f"prediction/{index}/{k}/{seed}/{fold}"] = np.asarray(values, float)
+                arrays[f"margin/{index}/{k}/{seed}/{fold}"] = np.asarray(results.margins[(name, k)][seed][fold], float)
+    for k in results.labels:
+        for i, (labels, truth, draws) in enumerate(zip(results.labels[k], results.truth[k], results.draws[k])):
+            arrays[f"labels/{k}/{i}"] = np.asarray(labels, bool)
+            arrays[f"truth/{k}/{i}"] = np.asarray(truth, float)
+            arrays[f"support/{k}/{i}"] = np.asarray(draws.support, np.int64)
+            arrays[f"query/{k}/{i}"] = np.asarray(draws.query, np.int64)
+            arrays[f"slice_ids/{k}/{i}"] = np.asarray(draws.slice_ids, np.int64)
+    document = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "config": asdict(results.config),
+        "target_name": results.target_name,
+        "label_thresholds": [[fold, float(value)] for fold, value in results.label_thresholds.items()],
+        "learners": [{"name": name, "group": results.learners[name].group,
+                      "regression": bool(results.learners[name].regression), "options": options[name]}
+                     for name in names],
+        "slices": results.slices,
+        "chosen": chosen, "val_rmse": val_rmse, "option_rmse": option_rmse,
+        "draw_splits": {str(k): [d.split for d in results.draws[k]] for k in results.draws},
+        "diverged": [[name, fold, seed, int(it)] for (name, fold, seed), it in results.diverged.items()],
+        "seconds": float(results.seconds),
+    }
+    with atomic_write(folder / RESULTS_ARRAYS) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    with atomic_write(folder / RESULTS_JSON) as tmp:
+        tmp.write_text(json.dumps(document, indent=1, default=_plain))
+    return folder
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not plain data")
+
+
+def load_results(folder):
+    """Read a result written by :func:`save_results`, checking it completely.
+
+    Raises
+    ------
+    ResultsFileError
+        Naming the file and what is wrong (missing, not JSON, not a galmeta result, an array that would
+        need code to load, a missing or inconsistent entry).
+    """
+    from galmeta.evaluate import Draws, EvaluationConfig, EvaluationResults
+
+    folder = Path(folder)
+    json_path, arrays_path = folder / RESULTS_JSON, folder / RESULTS_ARRAYS
+    for path in (json_path, arrays_path):
+        if not path.is_file():
+            old = " (results.pickle files of older versions are no longer read: they could run code; re-run " \
+                  "the evaluation)" if (folder / "results.pickle").exists() else ""
+            raise ResultsFileError(f"{path} is missing: {folder} does not hold a saved evaluation{old}.")
+    try:
+        document = json.loads(json_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ResultsFileError(f"{json_path} is not readable JSON ({exc}); copy the results folder again.") from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ResultsFileError(f"{json_path} is not a galmeta evaluation result (no 'format: {FORMAT}').")
+    if document.get("format_version") != FORMAT_VERSION:
+        raise ResultsFileError(f"{json_path} has format version {document.get('format_version')!r}; this galmeta "
+                               f"reads version {FORMAT_VERSION}. Re-run the evaluation with this version.")
+    try:
+        with np.load(arrays_path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except ValueError as exc:
+        raise ResultsFileError(f"{arrays_path} holds Python objects, which galmeta refuses to load because they "
+                               f"could run code ({exc}).") from exc
+    except Exception as exc:
+        raise ResultsFileError(f"{arrays_path} is not a readable NumPy archive ({type(exc).__name__}: {exc}); "
+                               "copy the results folder again.") from exc
+    try:
+        return _rebuild(document, arrays, EvaluationConfig, EvaluationResults, Draws)
+    except ResultsFileError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ResultsFileError(f"{folder}: the saved evaluation is incomplete or inconsistent "
+                               f"({type(exc).__name__}: {exc}); re-run or copy it again.") from exc
+
+
+def _rebuild(document, arrays, EvaluationConfig, EvaluationResults, Draws):
+    def as_tuple(value):
+        return tuple(as_tuple(v) for v in value) if isinstance(value, list) else value
+
+    config = EvaluationConfig(**{key: as_tuple(value) for key, value in document["config"].items()})
+    learners = {entry["name"]: LearnerRecord(str(entry["name"]), str(entry["group"]), entry["regression"],
+                                             dict(entry["options"]))
+                for entry in document["learners"]}
+    names = list(learners)
+    results = EvaluationResults(config=config, learners=learners, target_name=str(document["target_name"]))
+    results.label_thresholds = {int(fold): float(value) for fold, value in document["label_thresholds"]}
+    results.slices = [dict(s) for s in document["slices"]]
+    results.seconds = float(document["seconds"])
+    results.diverged = {(name, int(fold), int(seed)): int(it) for name, fold, seed, it in document["diverged"]}
+    for name, k, fold, seed, option in document["chosen"]:
+        if option not in learners[name].options:
+            raise ResultsFileError(f"the chosen option {option!r} of {name!r} is not among its recorded options")
+        results.chosen[(name, int(k), int(fold), int(seed))] = option
+    for name, k, fold, seed, value in document["val_rmse"]:
+        results.val_rmse[(name, int(k), int(fold), int(seed))] = _number(value)
+    for name, k, fold, seed, pairs in document["option_rmse"]:
+        results.option_rmse[(name, int(k), int(fold), int(seed))] = {option: _number(v) for option, v in pairs}
+    for key, values in arrays.items():
+        kind, *parts = key.split("/")
+        if kind in ("prediction", "margin"):
+            index, k, seed, fold = (int(p) for p in parts)
+            store = results.predictions if kind == "prediction" else results.margins
+            store.setdefault((names[index], k), {}).setdefault(seed, {})[fold] = values
+    splits = document["draw_splits"]
+    for k_text, fold_splits in splits.items():
+        k = int(k_text)
+        for i, split in enumerate(fold_splits):
+            results.labels.setdefault(k, []).append(arrays[f"labels/{k}/{i}"])
+            results.truth.setdefault(k, []).append(arrays[f"truth/{k}/{i}"])
+            results.draws.setdefault(k, []).append(Draws(split, k, arrays[f"slice_ids/{k}/{i}"],
+                                                         arrays[f"support/{k}/{i}"], arrays[f"query/{k}/{i}"]))
+    for (name, k), per_seed in results.predictions.items():
+        for seed, per_fold in per_seed.items():
+            for fold, values in per_fold.items():
+                if (name, k) not in results.margins or values.shape != results.margins[(name, k)][seed][fold].shape:
+                    raise ResultsFileError(f"predictions and margins of {name!r} at K={k} do not match")
+    return results
