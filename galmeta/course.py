@@ -67,12 +67,37 @@ def generate_notebooks(out: Path, select: list[str] | None = None, strip_solutio
         if strip_solutions:
             notebook.cells = [c for c in notebook.cells if "solution" not in c.metadata.get("tags", [])]
         notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+        commit = _source_commit(source.parent)
         for index, cell in enumerate(notebook.cells):
             cell.id = f"cell-{index}"  # deterministic: the same source gives the same bytes (and clean diffs)
+            if commit and cell.cell_type == "code" and COMMIT_PLACEHOLDER in cell.source:
+                # pins the Colab install to the course this notebook was made from
+                cell.source = cell.source.replace(COMMIT_PLACEHOLDER, f'COURSE_COMMIT = "{commit}"')
         target = out / (source.stem + ".ipynb")
         jupytext.write(notebook, target, fmt="ipynb")
         written.append(target)
     return written
+
+
+#: The line of every notebook's install cell that names the commit to install (see :func:`generate_notebooks`).
+COMMIT_PLACEHOLDER = 'COURSE_COMMIT = "main"'
+
+
+def _source_commit(folder: Path) -> str | None:
+    """The commit of the clone the notebooks come from (None outside a git checkout or with local changes)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = head.stdout.strip()
+    if head.returncode != 0 or dirty.returncode != 0 or dirty.stdout.strip() or len(commit) != 40:
+        return None  # a notebook edited since the last commit is not what that commit installs
+    return commit
 
 
 def _solution_cells(notebook):
@@ -174,6 +199,8 @@ def check_student_copies(folder: Path, select: list[str] | None = None):
 def render_html(executed: Path | None = None, out: Path | None = None) -> Path:
     """Static HTML of the executed notebooks plus an index page, for reading without running anything."""
     import html
+    import urllib.parse
+
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -200,11 +227,12 @@ def render_html(executed: Path | None = None, out: Path | None = None) -> Path:
         (out / (path.stem + ".html")).write_text(body, encoding="utf-8")
         title = next((c.source.splitlines()[0].lstrip("# ").strip() for c in notebook.cells if c.cell_type == "markdown"), path.stem)
         entry = summary.get(path.stem, {})
-        results = "".join(f"<li>{html.escape(r)}</li>" for r in entry.get("results", []))
-        runtime = f"{entry['seconds']:.0f} s" if "seconds" in entry else "?"
-        items.append(f'<li><a href="{path.stem}.html">{html.escape(title)}</a> <small>({runtime}, {figures} figures)'
-                     f'</small><ul>{results}</ul></li>')
-    mode = json.loads(summary_file.read_text())["mode"] if summary_file.exists() else "?"
+        results = "".join(f"<li>{html.escape(str(r))}</li>" for r in entry.get("results", []))
+        runtime = f"{float(entry['seconds']):.0f} s" if "seconds" in entry else "?"
+        page = urllib.parse.quote(path.stem + ".html")  # a file name is text, never markup
+        items.append(f'<li><a href="{html.escape(page, quote=True)}">{html.escape(title)}</a> '
+                     f'<small>({html.escape(runtime)}, {figures} figures)</small><ul>{results}</ul></li>')
+    mode = html.escape(str(json.loads(summary_file.read_text()).get("mode", "?"))) if summary_file.exists() else "?"
     (out / "index.html").write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>galmeta course</title>"
         "<style>body{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.5}small{color:#666}</style>"

@@ -32,9 +32,15 @@
 
 # %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
 import importlib.util, os, subprocess, sys  # noqa: E401
+COURSE_COMMIT = "main"  # `galmeta course generate` writes here the commit this notebook was made from
 if importlib.util.find_spec("galmeta") is None:
     url = os.environ.get("GALMETA_REPOSITORY") or input("URL of the galmeta git repository to install from: ")
-    subprocess.run(["git", "clone", "--depth=1", url, "galmeta-course"], check=True)
+    if url.strip().startswith("-"):
+        raise ValueError(f"{url!r} is not a repository URL (it starts with '-')")
+    commit = os.environ.get("GALMETA_COMMIT") or COURSE_COMMIT  # the course as this notebook knows it
+    subprocess.run(["git", "init", "-q", "galmeta-course"], check=True)
+    subprocess.run(["git", "-C", "galmeta-course", "fetch", "-q", "--depth=1", "--", url.strip(), commit], check=True)
+    subprocess.run(["git", "-C", "galmeta-course", "checkout", "-q", "FETCH_HEAD"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "galmeta-course"], check=True)
     sys.path.insert(0, os.path.abspath("galmeta-course"))
 
