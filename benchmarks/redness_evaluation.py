@@ -132,4 +132,12 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from galmeta.results_files import ResultsFileError
+
+    try:
+        main()
+    except ResultsFileError as exc:  # a damaged or foreign results folder: say so, no traceback
+        print(f"redness_evaluation: error: {exc}", file=sys.stderr)
+        sys.exit(2)

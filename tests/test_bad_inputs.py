@@ -391,3 +391,353 @@ def test_an_unknown_mode_is_a_clear_message_on_the_command_line():
     done = subprocess.run([sys.executable, "-m", "galmeta.cli", "data", "info"], capture_output=True, text=True, env=env)
     assert done.returncode == 2 and "GALMETA_MODE='turbo' is not one of ci, laptop, full" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# === Nothing run, nothing lost (races forced deterministically, never by luck) ==========================
+# --- result files cannot run code ---------------------------------------------------------------------
+def test_a_crafted_results_folder_cannot_run_code(tmp_path):
+    from galmeta.results_files import ResultsFileError, load_results
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    (crafted / "results.json").write_text('{"format": "galmeta-evaluation-results", "format_version": 1}')
+    with open(crafted / "results.npz", "wb") as handle:
+        np.savez(handle, prediction=np.array([Evil()], dtype=object))
+    with pytest.raises(ResultsFileError, match="results.npz holds Python objects, which galmeta refuses to load"):
+        load_results(crafted)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.pickle").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ResultsFileError, match="results.json is missing.*results.pickle files .* could run code"):
+        load_results(old)
+    (crafted / "results.json").write_text("{ not json")
+    with pytest.raises(ResultsFileError, match="not readable JSON"):
+        load_results(crafted)
+    # the benchmark's --replot, --merge and --replace-from all read through load_results
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "redness_evaluation.py")
+    for args in (["--replot", "--out", str(old)], ["--merge", str(old), "--out", str(tmp_path / "merged")]):
+        done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+        assert done.returncode == 2 and "could run code" in done.stderr and "Traceback" not in done.stderr
+    assert not marker.exists()
+
+
+# --- student copies -------------------------------------------------------------------------------------
+def _edited_student_copy(tmp_path):
+    from galmeta import course
+
+    out = tmp_path / "student"
+    target = course.make_student_copies(out, ["01"])[0]
+    edited = target.read_bytes().replace(b'"cells": [', b'"cells": [{"cell_type": "markdown", "id": "mine", '
+                                        b'"metadata": {}, "source": "my notes"},', 1)
+    target.write_bytes(edited)
+    return course, out, target, edited
+
+
+def test_two_student_runs_into_one_folder_never_lose_an_edit(tmp_path, monkeypatch):
+    from galmeta.safe_files import LockTimeout
+
+    course, out, target, edited = _edited_student_copy(tmp_path)
+    keep = course._keep_exclusively
+    seen = []
+
+    def second_run_arrives_mid_way(*args):
+        kept = keep(*args)  # the first run has judged the copy and kept it; now a second run starts
+        with pytest.raises(LockTimeout, match="another galmeta process is writing student copies"):
+            course.make_student_copies(out, ["01"], lock_timeout=0)
+        seen.append(kept)
+        return kept
+
+    monkeypatch.setattr(course, "_keep_exclusively", second_run_arrives_mid_way)
+    course.make_student_copies(out, ["01"])
+    assert len(seen) == 1 and seen[0].read_bytes() == edited
+    assert sorted(p.name for p in out.glob("01_*.kept-*")) == [seen[0].name]
+
+
+def test_a_kept_copy_is_never_written_over_another_file(tmp_path, monkeypatch):
+    course, out, target, edited = _edited_student_copy(tmp_path)
+    monkeypatch.setattr(course.time, "strftime", lambda *a: "20261130-120000")
+    taken = out / "01_fetch_sdss.kept-20261130-120000.ipynb"
+    taken.write_bytes(b"another student's file")
+    course.make_student_copies(out, ["01"])
+    assert taken.read_bytes() == b"another student's file"
+    assert (out / "01_fetch_sdss.kept-20261130-120000-1.ipynb").read_bytes() == edited
+
+
+def test_an_identical_read_only_student_copy_is_left_alone(tmp_path):
+    from galmeta import course
+
+    target = course.make_student_copies(tmp_path, ["01"])[0]
+    before = target.read_bytes()
+    target.chmod(0o444)
+    assert course.make_student_copies(tmp_path, ["01"]) == [target]
+    assert target.read_bytes() == before and not list(tmp_path.glob("*.kept-*"))
+
+
+# --- snapshot imports -----------------------------------------------------------------------------------
+def test_two_imports_of_one_name_at_once_cannot_both_win(data_home, tmp_path, monkeypatch):
+    from galmeta.data import snapshots
+    from galmeta.safe_files import LockTimeout
+
+    first, second = _csv(tmp_path, "a.csv"), _csv(tmp_path, "b.csv", edit=lambda lines: lines[:5])
+    check = snapshots._refuse_a_different_snapshot
+    outcome = []
+
+    def second_import_arrives_mid_way(*args):
+        # the first import holds the lock between its check and its write; a second one must wait, not pass
+        with pytest.raises(LockTimeout, match="another galmeta process is writing the snapshot 'course'"):
+            gd.import_snapshot(second, name="course", lock_timeout=0)
+        outcome.append("refused")
+        return check(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(snapshots, "_refuse_a_different_snapshot", second_import_arrives_mid_way)
+        target = gd.import_snapshot(first, name="course")
+    assert outcome == ["refused"] and len(gd.load_galaxies(snapshot="course")) == 6
+    with pytest.raises(gd.SnapshotExistsError, match="--force"):  # once the first is done, the second is told
+        gd.import_snapshot(second, name="course")
+    assert len(gd.load_galaxies(snapshot="course")) == 6 and target.exists()
+
+
+def test_a_repeated_column_is_refused_by_name(good_snapshot, tmp_path):
+    def repeat_dered_u(lines):
+        lines[1] += ",dered_u"
+        lines[2:] = [line + ",0.0" for line in lines[2:]]
+        return lines
+
+    for name in ("twice.csv", "twice.csv.gz"):
+        with pytest.raises(gd.MalformedTableError, match="the column 'dered_u' appears more than once"):
+            gd.import_snapshot(_csv(tmp_path, name, edit=repeat_dered_u), name="twice")
+    _still_good(good_snapshot)
+
+
+@pytest.mark.parametrize("name", [".", "..", "-", ".hidden", "con", "CON", "com1", "-rf", "a/b", "../outside",
+                                  "x" * 65, "", "two words"])
+def test_one_naming_rule_for_import_use_and_the_source_variable(good_snapshot, tmp_path, monkeypatch, name):
+    with pytest.raises(gd.SnapshotNameError, match="the snapshot name .* is not allowed"):
+        gd.import_snapshot(_csv(tmp_path, "x.csv"), name=name)
+    with pytest.raises(gd.SnapshotNameError, match="is not allowed"):
+        gd.use_snapshot(name)
+    monkeypatch.setenv("GALMETA_SOURCE", f"snapshot:{name}")
+    with pytest.raises(gd.SnapshotNameError, match="is not allowed"):
+        gd.load_galaxies()
+    monkeypatch.delenv("GALMETA_SOURCE")
+    assert sorted(p.name for p in (good_snapshot[0].parent).iterdir() if not p.name.startswith(".")) == \
+        ["ACTIVE", "course.ecsv"]
+    _still_good(good_snapshot)
+
+
+def test_nothing_outside_the_data_home_is_read_through_a_name(good_snapshot, tmp_path):
+    outside = tmp_path / "outside.ecsv"
+    outside.write_bytes(good_snapshot[0].read_bytes())
+    env = {**os.environ, "GALMETA_SOURCE": "snapshot:../../outside"}
+    for command, environment in ((["data", "use", "../../outside"], os.environ), (["data", "info"], env)):
+        done = subprocess.run([sys.executable, "-m", "galmeta.cli", *command], capture_output=True, text=True,
+                              env=environment)
+        assert done.returncode == 2 and "the snapshot name '../../outside' is not allowed" in done.stderr
+    assert gd.active_snapshot() == "course"
+    assert gd.check_snapshot_name("dr17_sample-2") == "dr17_sample-2"
+    from galmeta.data.home import snapshot_name_from_file
+
+    assert snapshot_name_from_file(tmp_path / "con.csv.gz") == "con_table"
+    assert snapshot_name_from_file(tmp_path / ".sdss dr17.v2.csv") == "sdss_dr17_v2"
+
+
+# --- oversized tables --------------------------------------------------------------------------------------
+def _bomb(path, megabytes, header="objID,type,notes\n", row="1,3," + "x" * 190 + "\n"):
+    """A gzip file that expands to ``megabytes`` MB, written in pieces (never the whole text in memory)."""
+    import zlib
+
+    block = (row * (1_000_000 // len(row))).encode()
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip container
+    with open(path, "wb") as handle:
+        handle.write(compressor.compress(header.encode()))
+        for _ in range(int(megabytes)):
+            handle.write(compressor.compress(block))
+        handle.write(compressor.flush())
+    return path
+
+
+def test_a_table_that_expands_past_the_limit_is_refused_before_parsing(good_snapshot, tmp_path):
+    import resource
+    import time
+
+    bomb = _bomb(tmp_path / "bomb.csv.gz", 300)  # 300 MB of text in a file of about 1 MB
+    assert bomb.stat().st_size < 2e6
+    memory_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(gd.TableTooLargeError, match="bomb.csv.gz is larger than 256 MB uncompressed.*--max-megabytes"):
+        gd.import_snapshot(bomb)
+    assert time.perf_counter() - start < 30
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - memory_before < 200_000  # kB: streamed, not read
+    small = gd.ImportLimits(max_megabytes=1)
+    with pytest.raises(gd.TableTooLargeError, match="larger than 1 MB"):
+        gd.import_snapshot(_bomb(tmp_path / "two.csv.gz", 2), limits=small)
+    _still_good(good_snapshot)
+
+
+def test_too_many_rows_or_columns_are_refused_with_the_limit_to_raise(good_snapshot, tmp_path):
+    wide = tmp_path / "wide.csv.gz"
+    wide.write_bytes(gzip.compress((",".join(f"c{i}" for i in range(1_000_000)) + "\n" + "1," * 999_999 + "1\n").encode()))
+    with pytest.raises(gd.TableTooLargeError, match="more than 1,000 columns.*--max-columns"):
+        gd.import_snapshot(wide)
+    many = _csv(tmp_path, "many.csv", edit=lambda lines: lines[:2] + lines[2:] * 5_000)  # 30,000 rows
+    with pytest.raises(gd.TableTooLargeError, match="many.csv has more than 10 rows.*--max-rows"):
+        gd.import_snapshot(many, limits=gd.ImportLimits(max_rows=10))
+    with pytest.raises(ValueError, match="max_rows must be a number > 0"):
+        gd.ImportLimits(max_rows=0)
+    _still_good(good_snapshot)
+
+
+def test_leftover_part_files_are_shown_then_removed(good_snapshot, tmp_path):
+    from galmeta.safe_files import atomic_write
+
+    folder = good_snapshot[0].parent
+    stale = folder / "course.ecsv.abc123.part"
+    stale.write_bytes(b"x" * 1000)
+    os.utime(stale, (0, 0))  # written long ago by an import that was killed
+    assert [e["kind"] for e in gd.cache_info() if e["name"] == stale.name] == ["leftover"]
+    info = subprocess.run([sys.executable, "-m", "galmeta.cli", "data", "info"], capture_output=True, text=True)
+    assert "leftover" in info.stdout and stale.name in info.stdout
+    with atomic_write(folder / "busy.ecsv") as busy:  # a writer at work right now: its file is never removed
+        busy.write_bytes(b"y")
+        os.utime(busy, (0, 0))
+        gd.import_snapshot(_csv(tmp_path, "course.csv"), name="course")  # the same file again: a no-op import
+        assert not stale.exists() and busy.exists()
+    assert not list(folder.glob("*.part"))
+    _still_good(good_snapshot)
+
+
+# --- checkpoints and training -----------------------------------------------------------------------------
+def test_a_second_training_on_one_checkpoint_is_refused_before_it_trains(tmp_path):
+    from galmeta.safe_files import LockTimeout, exclusive_lock
+
+    sample = lambda rng, n: _batch(int(rng.integers(1000)), T=n)
+    checkpoint = tmp_path / "m.pt"
+    first = _learner().fit(sample, 3, checkpoint=checkpoint, progress=False)
+    saved = checkpoint.read_bytes()
+    with exclusive_lock(tmp_path / "m.pt.lock", "the checkpoint"):  # as the first training holds it while it runs
+        second = _learner()
+        with pytest.raises(LockTimeout, match="another galmeta process is writing the checkpoint .*m.pt"):
+            second.fit(sample, 3, checkpoint=checkpoint, progress=False)
+    assert second.iteration == 0 and checkpoint.read_bytes() == saved and first.iteration == 3
+
+
+def test_checkpoint_writes_use_unique_temporary_names(tmp_path, monkeypatch):
+    learner = _learner().fit(None, 0)
+    path = tmp_path / "m.pt"
+    save, names = torch.save, []
+
+    def save_twice_at_once(payload, target, *args, **kwargs):
+        names.append(os.path.basename(target))
+        if len(names) == 1:
+            learner.save(path)  # another writer of the same checkpoint, in the middle of this write
+        return save(payload, target, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mt.torch, "save", save_twice_at_once)
+        learner.save(path)
+    assert len(names) == 2 and names[0] != names[1] and all(n.endswith(".part") for n in names)
+    assert _learner().load(path).iteration == 0 and not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.parametrize("setting, value", [("meta_lr", 0.5), ("inner_lr", 0.05), ("meta_batch", 7), ("inner_steps", 2)])
+def test_resuming_with_other_settings_is_refused(tmp_path, setting, value):
+    sample = lambda rng, n: _batch(int(rng.integers(1000)), T=n)
+    _learner().fit(sample, 2, checkpoint=tmp_path / "c.pt", progress=False)
+    other = _learner(**{setting: value})
+    with pytest.raises(mt.CheckpointError, match=f"trained with other settings: {setting}=.* in the checkpoint, "
+                                                 f"{value!r} here.*Nothing was changed"):
+        other.load(tmp_path / "c.pt")
+    assert other.iteration == 0 and other.optimiser.param_groups[0]["lr"] == other.config.meta_lr
+    resumed = _learner().load(tmp_path / "c.pt")  # the same settings resume, Adam's with them
+    assert resumed.iteration == 2 and resumed.optimiser.param_groups[0]["lr"] == resumed.config.meta_lr
+
+
+# --- learners' inputs ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, error, message", [
+    (1e30, ValueError, "xs holds a value of 1e\\+30, beyond ±1e\\+06"),
+    (1e39, ValueError, "xs holds a value of 1e\\+39, beyond ±1e\\+06"),
+    (np.inf, ValueError, "xs contains NaN or inf"),
+    (1j, TypeError, "xs must hold real numbers \\(floating point or integer\\), got dtype complex128"),
+])
+def test_both_learners_apply_the_same_input_rules(value, error, message):
+    batch = _batch()
+    batch[0] = batch[0] + value
+    params = mn.init_mlp((2, 8, 1), np.random.default_rng(0))
+    with pytest.raises(error, match=message):
+        mn.meta_gradient(params, *batch, 0.01)
+    with pytest.raises(error, match=message):
+        _learner().step(*batch)
+    with pytest.raises(error, match=message):
+        mt.meta_gradient([(torch.tensor(W), torch.tensor(b)) for W, b in params], *batch, 0.01)
+    if error is TypeError:
+        with pytest.raises(TypeError, match="xs must hold real numbers .* torch.complex"):
+            _learner().step(torch.tensor(batch[0]), *batch[1:])
+
+
+def test_evaluation_settings_are_checked_where_they_are_given():
+    from galmeta import evaluate as ev
+
+    for kwargs, message in (({"ks": (2.5,)}, "ks must list whole numbers >= 1 .* 2.5"),
+                            ({"ks": (5, 5)}, "ks lists a value twice"),
+                            ({"seeds": ()}, "seeds must list at least one"),
+                            ({"folds": (7,)}, "folds must lie in 0..n_folds-1"),
+                            ({"n_draws": 0}, "n_draws must be a whole number >= 1")):
+        with pytest.raises(ValueError, match=message):
+            ev.EvaluationConfig(**kwargs)
+    data = gt.prepare_galaxy_tasks(__import__("test_tasks").synthetic_table(3000), min_size=45)
+    with pytest.raises(ValueError, match="k must be a whole number of support galaxies >= 1, got 0"):
+        ev.make_draws(data, "test", 0, 2, 10, seed=0)
+
+
+def test_a_fetch_time_out_must_be_positive():
+    for value in ("0", "-1", "nan"):
+        done = subprocess.run([sys.executable, "-m", "galmeta.cli", "data", "fetch", "--timeout", value],
+                              capture_output=True, text=True)
+        assert done.returncode == 2 and "timeout must be a number of seconds > 0" in done.stderr
+
+
+# --- the site and the Colab cell ---------------------------------------------------------------------------
+def test_the_site_escapes_what_it_reads(tmp_path):
+    import json
+
+    import nbformat
+
+    from galmeta import course
+
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    name = '01_a"><img src=x onerror=alert(1)>'
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 · <b>title</b>")]),
+                   executed / f"{name}.ipynb")
+    (executed / "summary.json").write_text(json.dumps({"mode": "<script>alert(2)</script>", "notebooks": [
+        {"notebook": name, "seconds": 1.0, "results": ["<img src=x onerror=alert(3)>"]}]}))
+    index = course.render_html(executed, tmp_path / "site").read_text()
+    assert "<script>" not in index and "<img" not in index and "<b>" not in index
+    assert "&lt;script&gt;alert(2)" in index and 'href="01_a%22%3E%3Cimg%20src%3Dx' in index
+
+
+def test_the_colab_cell_pins_the_course_commit_and_guards_the_url(tmp_path):
+    from galmeta import course
+
+    path = course.generate_notebooks(tmp_path, ["01"])[0]
+    cell = next(c for c in __import__("nbformat").read(path, as_version=4).cells if c.cell_type == "code")
+    assert '"fetch", "-q", "--depth=1", "--", url.strip(), commit]' in cell.source
+    commit = course._source_commit(course.repository_root() / "notebooks")
+    assert f'COURSE_COMMIT = "{commit or "main"}"' in cell.source
+    calls = []
+    namespace = {"__name__": "colab"}
+    source = cell.source.replace('importlib.util.find_spec("galmeta") is None', "True")
+    os.environ["GALMETA_REPOSITORY"] = "--upload-pack=touch /tmp/x"
+    try:
+        with pytest.raises(ValueError, match="is not a repository URL"):
+            exec(compile(source, "cell", "exec"), namespace)
+    finally:
+        del os.environ["GALMETA_REPOSITORY"]
+    assert calls == []

@@ -97,25 +97,27 @@ def import_snapshot(path, name: str | None = None, data_home=None, force: bool =
     }
     # the check and the write happen under one lock: two imports of one name cannot both pass the check
     with exclusive_lock(home.snapshot_lock(name), f"the snapshot {name!r}", timeout=lock_timeout):
-        _refuse_a_different_snapshot(target, name, digest, force)
-        write_table(table, target)
+        if not _refuse_a_different_snapshot(target, name, digest, force):
+            write_table(table, target)
     if activate or (activate is None and active_snapshot(home.root) is None):
         use_snapshot(name, home.root)
     return target
 
 
-def _refuse_a_different_snapshot(target: Path, name: str, digest: str, force: bool):
+def _refuse_a_different_snapshot(target: Path, name: str, digest: str, force: bool) -> bool:
+    """Raise if ``target`` holds a different import; returns True when it already holds this very file."""
     if not target.exists() or force:
-        return
+        return False
     try:
         previous = read_header(target).get("sha256")
     except Exception:  # an unreadable earlier import is replaced only on request too
         previous = None
-    if previous != digest:
-        raise SnapshotExistsError(
-            f"a different snapshot named {name!r} is already imported ({target}); nothing was changed. "
-            f"Import under another name (--name NEW_NAME) or replace it on purpose with --force."
-        )
+    if previous == digest:
+        return True  # the same file again: nothing to change
+    raise SnapshotExistsError(
+        f"a different snapshot named {name!r} is already imported ({target}); nothing was changed. "
+        f"Import under another name (--name NEW_NAME) or replace it on purpose with --force."
+    )
 
 
 def active_snapshot(data_home=None) -> str | None:

@@ -190,7 +190,7 @@ def check_table_size(path, limits: ImportLimits | None = None) -> dict:
         return {"bytes": total, "lines": None, "columns": _fits_columns(path, limits)}
     text, delimiter = _text_header_line(head, name.endswith((".ecsv", ".ecsv.gz")))
     if text.count(delimiter) + 1 > limits.max_columns:
-        raise _too_large(path, f"has more than {limits.max_columns:,} columns ({text.count(delimiter) + 1:,})", limits,
+        raise _too_large(path, f"has more than {limits.max_columns:,} columns", limits,
                          "--max-columns")
     columns = next(csv.reader([text], delimiter=delimiter, skipinitialspace=delimiter == " "), [])
     _refuse_duplicates([c.strip() for c in columns], path)
