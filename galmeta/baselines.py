@@ -23,6 +23,7 @@ import numpy as np
 from galmeta import maml_numpy as mn
 from galmeta.evaluate import Learner
 from galmeta.tasks import best_threshold_accuracy
+from galmeta.training import EarlyStopping
 
 __all__ = [
     "PooledMLP",
@@ -70,7 +71,7 @@ class PooledMLP:
         rng = np.random.default_rng(self.seed)
         params = mn.init_mlp((X.shape[1], *self.hidden, y.shape[1]), rng)
         optimiser = mn.Adam(params, lr=self.lr)
-        best, best_params, bad = math.inf, None, 0
+        stopper = EarlyStopping(self.patience)  # the same early stopping as the meta-learners'
         self.epochs_ = 0
         for _ in range(int(self.n_epochs)):
             order = rng.permutation(len(X))
@@ -81,13 +82,9 @@ class PooledMLP:
             self.epochs_ += 1
             if X_val is not None:
                 val = float(np.mean((mn.forward(params, np.asarray(X_val, float)) - np.asarray(y_val, float).reshape(len(X_val), -1)) ** 2))
-                if val < best:
-                    best, best_params, bad = val, [(W.copy(), b.copy()) for W, b in params], 0
-                else:
-                    bad += 1
-                    if bad >= self.patience:
-                        break
-        self.params_ = best_params or params
+                if stopper.update(val, lambda: [(W.copy(), b.copy()) for W, b in params]):
+                    break
+        self.params_ = stopper.best_state or params
         return self
 
     def predict(self, X):

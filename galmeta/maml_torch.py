@@ -50,9 +50,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import warnings
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -60,9 +58,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from galmeta.algorithms import ALGORITHM_NAMES, traits_of
+from galmeta.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from galmeta.config import DEFAULT_SEED, try_device
-from galmeta.safe_files import atomic_write, exclusive_lock
+from galmeta.distributed import average_gradients, broadcast_from_rank_0, distributed_context
 from galmeta.maml_numpy import check_inner, check_task_array, check_task_batch
+from galmeta.safe_files import exclusive_lock
+from galmeta.training import meta_train
 
 __all__ = [
     "MLP",
@@ -75,9 +77,11 @@ __all__ = [
     "ALGORITHMS",
     "distributed_context",
     "mamlpp_config",
+    "CheckpointError",
 ]
 
-ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile")
+#: The algorithms' names (their traits: :data:`galmeta.algorithms.ALGORITHMS`).
+ALGORITHMS = ALGORITHM_NAMES
 
 
 # ---------------------------------------------------------------------------
@@ -238,15 +242,6 @@ def _batched_forward(model: nn.Module, per_task: dict, x):
     return vmap(one_task)(per_task, x)
 
 
-def distributed_context():
-    """``(rank, world_size)`` of the initialised ``torch.distributed`` process group, or ``(0, 1)`` without one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _default_head(model: nn.Module) -> tuple:
     """ANIL's head: the output layer (the last submodule that owns parameters)."""
     if isinstance(model, MLP):
@@ -279,8 +274,7 @@ class MetaConfig:
     inner_grad_clip: float | None = None
 
     def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm={self.algorithm!r} is not one of {ALGORITHMS}")
+        traits = traits_of(self.algorithm)
         check_inner(self.inner_lr, self.inner_steps)
         if self.eval_inner_steps is not None:
             _check_steps(self.eval_inner_steps, "eval_inner_steps")
@@ -291,7 +285,7 @@ class MetaConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         self.head_names = tuple(self.head_names)
-        if self.step_lrs and self.algorithm not in ("maml", "fomaml", "anil"):
+        if self.step_lrs and not traits.per_step_rates_allowed:
             raise ValueError(f"step_lrs=True (learned per-layer, per-step rates) needs algorithm 'maml', 'fomaml' or "
                              f"'anil', not {self.algorithm!r} (Meta-SGD learns its own rates; Reptile has no query loss)")
         if isinstance(self.multi_step_iterations, bool) or not isinstance(self.multi_step_iterations, (int, np.integer)) \
@@ -349,23 +343,6 @@ def _check_steps(steps, name="steps"):
     return int(steps)
 
 
-#: Settings that change what meta-training does: a checkpoint resumes only into a learner with the same ones.
-TRAINING_SETTINGS = ("inner_lr", "inner_steps", "meta_lr", "meta_batch", "reptile_steps", "step_lrs",
-                     "multi_step_iterations", "inner_grad_clip", "head_names")
-
-
-def _comparable(value):
-    return tuple(value) if isinstance(value, (list, tuple)) else value
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be read or does not fit this learner; the learner was left unchanged."""
-
-
-#: What a checkpoint holds (see :meth:`MetaLearner.save`).
-_CHECKPOINT_KEYS = {"model", "inner_lrs", "optimiser", "config", "iteration", "history", "torch_rng"}
-
-
 class MetaLearner:
     """Meta-learn an initialisation (and, for Meta-SGD, learning rates) over tasks.
 
@@ -402,7 +379,8 @@ class MetaLearner:
         if unknown:
             raise ValueError(f"head_names {sorted(unknown)} are not parameters of the model; it has {self.names}")
         self.inner_lrs = None
-        if self.config.algorithm == "metasgd":
+        self.traits = traits_of(self.config.algorithm)
+        if self.traits.learns_rates == "per-parameter":
             self.inner_lrs = {n: torch.full_like(p, self.config.inner_lr, requires_grad=True)
                               for n, p in self.model.named_parameters()}
         elif self.config.step_lrs:  # MAML++: one rate per parameter tensor and inner step
@@ -412,14 +390,10 @@ class MetaLearner:
         trainable = list(self.model.parameters()) + (list(self.inner_lrs.values()) if self.inner_lrs else [])
         self.rank, self.world_size = distributed_context()
         if self.world_size > 1:
-            import torch.distributed as dist
-
             if self.config.meta_batch % self.world_size:
                 raise ValueError(f"meta_batch={self.config.meta_batch} must be divisible by the {self.world_size} ranks "
                                  "of the process group, so that every rank's shard has the same size")
-            with torch.no_grad():
-                for tensor in trainable:  # every rank starts from rank 0's parameters
-                    dist.broadcast(tensor.data, src=0)
+            broadcast_from_rank_0(trainable)
         self.optimiser = torch.optim.Adam(trainable, lr=self.config.meta_lr)
         self.history: dict = {"iteration": [], "train_loss": [], "val_iteration": [], "val_loss": []}
         self.iteration = 0
@@ -429,7 +403,7 @@ class MetaLearner:
 
     # -- the inner loop ------------------------------------------------------
     def _adapt_names(self):
-        return tuple(self.config.head_names) if self.config.algorithm == "anil" else tuple(self.names)
+        return tuple(self.config.head_names) if self.traits.adapts == "head" else tuple(self.names)
 
     def _rate(self, name, step, inner_lr=None):
         """The inner step size of parameter ``name`` at inner step ``step`` (0-based)."""
@@ -498,7 +472,7 @@ class MetaLearner:
         xs, ys, xq, yq = (self._as_tensor(a, n) for a, n in zip((xs, ys, xq, yq), ("xs", "ys", "xq", "yq")))
         self._check(xs=xs, ys=ys, xq=xq, yq=yq)
         steps = _check_steps(self.config.inner_steps if steps is None else steps)
-        second_order = create_graph and self.config.algorithm in ("maml", "metasgd", "anil")
+        second_order = create_graph and self.traits.second_order
         per_task = self._adapted(xs, ys, steps, create_graph=second_order)
         return _task_mse(_batched_forward(self.model, per_task, xq), yq).mean()
 
@@ -513,7 +487,7 @@ class MetaLearner:
             return loss, float(loss.detach())
         xs, ys, xq, yq = (self._as_tensor(a, n) for a, n in zip((xs, ys, xq, yq), ("xs", "ys", "xq", "yq")))
         self._check(xs=xs, ys=ys, xq=xq, yq=yq)
-        second_order = self.config.algorithm in ("maml", "anil")
+        second_order = self.traits.second_order
         weights = multi_step_weights(steps, self.iteration, self.config.multi_step_iterations)
         path = self._adapted(xs, ys, steps, create_graph=second_order, trajectory=True)
         losses = [_task_mse(_batched_forward(self.model, per_task, xq), yq).mean() for per_task in path]
@@ -524,13 +498,13 @@ class MetaLearner:
     def step(self, xs, ys, xq, yq):
         """One meta-update on a batch of tasks; returns the meta-loss (last inner step) before the update."""
         self.optimiser.zero_grad(set_to_none=True)
-        if self.config.algorithm == "reptile":
+        if not self.traits.query_gradient:
             loss = self._reptile_gradients(xs, ys, xq, yq)
         else:
             loss_t, loss = self._training_loss(xs, ys, xq, yq)
             loss_t.backward()
         if self.world_size > 1:
-            loss = self._average_over_ranks(loss)
+            loss = average_gradients(self.optimiser, loss, self.world_size, self.device)
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"meta-loss became {loss} at iteration {self.iteration}; lower meta_lr or inner_lr, "
@@ -539,20 +513,6 @@ class MetaLearner:
         self.optimiser.step()
         self.iteration += 1
         return loss
-
-    def _average_over_ranks(self, loss):
-        """Average every meta-gradient (and the reported loss) over the ranks of the process group."""
-        import torch.distributed as dist
-
-        for group in self.optimiser.param_groups:
-            for tensor in group["params"]:
-                if tensor.grad is None:
-                    tensor.grad = torch.zeros_like(tensor)
-                dist.all_reduce(tensor.grad, op=dist.ReduceOp.SUM)
-                tensor.grad /= self.world_size
-        total = torch.tensor([loss], dtype=torch.float64, device=self.device)
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return float(total.item()) / self.world_size
 
     def _reptile_gradients(self, xs, ys, xq, yq):
         """Reptile: move towards the task-adapted weights; (theta - phi) is used as the gradient."""
@@ -612,79 +572,13 @@ class MetaLearner:
             raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
         if on_divergence not in ("raise", "stop"):
             raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}")
+        arguments = dict(val_tasks=val_tasks, eval_every=eval_every, patience=patience, checkpoint=checkpoint,
+                         progress=progress, rng=rng, on_divergence=on_divergence)
         if checkpoint is None or self.rank != 0:
-            return self._fit(sample_tasks, n_iterations, val_tasks, eval_every, patience, checkpoint, progress, rng,
-                             on_divergence)
+            return meta_train(self, sample_tasks, n_iterations, **arguments)
         # one training per checkpoint file: a second one is refused before it starts, not after it trained
         with exclusive_lock(Path(str(checkpoint) + ".lock"), f"the checkpoint {checkpoint}", timeout=0):
-            return self._fit(sample_tasks, n_iterations, val_tasks, eval_every, patience, checkpoint, progress, rng,
-                             on_divergence)
-
-    def _fit(self, sample_tasks, n_iterations, val_tasks, eval_every, patience, checkpoint, progress, rng,
-             on_divergence):
-        from galmeta.config import progress_bar
-
-        rng = rng or np.random.default_rng(self.config.seed + self.iteration)
-        if self.world_size > 1:  # each rank its own shard of tasks: same streams would duplicate them
-            rng = np.random.default_rng([int(rng.integers(2 ** 62)), self.rank])
-        tasks_per_rank = self.config.meta_batch // self.world_size
-        best, best_state, bad_evals = math.inf, None, 0
-        start = time.perf_counter()
-        show = (None if progress is None else progress) if self.rank == 0 else False
-        bar = progress_bar(range(int(n_iterations)), disable=None if show is None else not show,
-                           desc=f"meta-train ({self.config.algorithm})", mininterval=1.0)
-        first_losses, warned = [], False
-        self.diverged_at = None
-        fallback = self._state() if on_divergence == "stop" else None
-        for _ in bar:
-            batch = sample_tasks(rng, tasks_per_rank)
-            try:
-                loss = self.step(*batch)
-                if len(first_losses) < 10:
-                    first_losses.append(loss)
-                reference = float(np.median(first_losses))
-                if reference > 0 and loss > 1e6 * reference:
-                    raise FloatingPointError(
-                        f"meta-loss grew from about {reference:.3g} to {loss:.3g} by iteration {self.iteration}: "
-                        "training diverges. Lower inner_lr or meta_lr (or standardise the targets)."
-                    )
-            except FloatingPointError as exc:
-                if on_divergence == "raise":
-                    raise
-                self.diverged_at = self.iteration
-                kept = "the best validation state" if best_state is not None else "the parameters it started from"
-                warnings.warn(f"{exc}; training stopped, keeping {kept}", RuntimeWarning, stacklevel=2)
-                best_state = best_state or fallback
-                break
-            self.history["iteration"].append(self.iteration)
-            self.history["train_loss"].append(loss)
-            if reference > 0 and loss > 1e3 * reference and not warned:
-                warnings.warn(f"meta-loss grew from about {reference:.3g} to {loss:.3g} by iteration {self.iteration}; "
-                              "training may be diverging (lower inner_lr or meta_lr)", RuntimeWarning, stacklevel=2)
-                warned = True
-            if val_tasks is not None and self.iteration % eval_every == 0:
-                # one batch is four arrays; a list of batches holds sequences of four arrays
-                batches = [val_tasks] if isinstance(val_tasks[0], (np.ndarray, torch.Tensor)) else list(val_tasks)
-                val = float(np.mean([self.evaluate(*batch) for batch in batches]))
-                self.history["val_iteration"].append(self.iteration)
-                self.history["val_loss"].append(val)
-                bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}")
-                if val < best:
-                    best, bad_evals = val, 0
-                    best_state = self._state()
-                else:
-                    bad_evals += 1
-                if patience is not None and bad_evals >= patience:
-                    break
-            if checkpoint is not None and self.iteration % eval_every == 0 and self.rank == 0:
-                self.save(checkpoint)
-        self.seconds = time.perf_counter() - start
-        if best_state is not None:
-            self._load_state(best_state)
-        self.is_fitted_ = True
-        if checkpoint is not None and self.rank == 0:
-            self.save(checkpoint)
-        return self
+            return meta_train(self, sample_tasks, n_iterations, **arguments)
 
     def _default_eval_steps(self, steps):
         if steps is not None:
@@ -771,103 +665,23 @@ class MetaLearner:
                     self.inner_lrs[n].copy_(v)
 
     def save(self, path):
-        """Save model, learned rates, optimiser, config, iteration, history and RNG state (tensors and plain data only)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {**self._state(), "optimiser": self.optimiser.state_dict(), "config": asdict(self.config),
-                   "iteration": self.iteration, "history": self.history, "torch_rng": torch.get_rng_state()}
-        with atomic_write(path) as tmp:  # a unique temporary name: two writers never share one
-            torch.save(payload, tmp)
+        """Save model, learned rates, optimiser, config, iteration, history and RNG state
+        (:func:`galmeta.checkpoints.save_checkpoint`: tensors and plain data only)."""
+        save_checkpoint(self, path)
 
     def load(self, path):
-        """Restore a checkpoint written by :meth:`save` (same model architecture and algorithm).
+        """Restore a checkpoint written by :meth:`save` (same architecture, algorithm and training settings).
 
         The file is read with ``torch.load(weights_only=True)``, which builds tensors and plain Python data
         only (a crafted file cannot run code), and checked completely before anything of this learner
-        changes.
+        changes (:func:`galmeta.checkpoints.load_checkpoint`).
 
         Raises
         ------
         CheckpointError
             Naming the file and what is wrong; the learner is left as it was.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"no checkpoint file at {path}")
-        try:
-            payload = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # truncated zip, not a checkpoint, or objects weights_only refuses
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise CheckpointError(
-                f"{path} is not a readable galmeta checkpoint ({type(exc).__name__}: {reason}). It may be truncated "
-                "(an interrupted copy), or hold Python objects other than tensors and plain data, which galmeta "
-                "refuses to load because they could run code. Nothing was changed."
-            ) from exc
-        self._check_payload(payload, path)
-        self._check_same_training(payload["config"], path)
-        trial = copy.deepcopy(self.optimiser)
-        try:
-            trial.load_state_dict(payload["optimiser"])
-        except Exception as exc:
-            raise CheckpointError(f"{path}: the optimiser state does not fit this learner ({exc}). Nothing was changed.") from exc
-        self._load_state(payload)
-        self.optimiser.load_state_dict(payload["optimiser"])
-        self.iteration, self.history = int(payload["iteration"]), payload["history"]
-        torch.set_rng_state(payload["torch_rng"].cpu())
-        self.is_fitted_ = True
-        return self
-
-    def _check_same_training(self, saved: dict, path):
-        """Refuse a checkpoint trained with other settings: resuming would silently mix two configurations
-        (Adam's saved state carries the checkpoint's meta_lr, while this learner's config says another)."""
-        differ = [f"{name}={saved.get(name)!r} in the checkpoint, {getattr(self.config, name)!r} here"
-                  for name in TRAINING_SETTINGS
-                  if _comparable(saved.get(name)) != _comparable(getattr(self.config, name))]
-        if differ:
-            raise CheckpointError(
-                f"{path} was trained with other settings: {'; '.join(differ)}. Create the learner with the "
-                "checkpoint's settings to resume it (for galmeta train: the same --inner-lr, --inner-steps, "
-                "--meta-lr and --meta-batch), or write a new checkpoint. Nothing was changed."
-            )
-
-    def _check_payload(self, payload, path):
-        def fail(what):
-            raise CheckpointError(f"{path}: {what}. Nothing was changed.")
-
-        if not isinstance(payload, dict) or not _CHECKPOINT_KEYS <= set(payload):
-            fail(f"not a galmeta checkpoint (expected the entries {sorted(_CHECKPOINT_KEYS)})")
-        config = payload["config"]
-        if not isinstance(config, dict) or config.get("algorithm") != self.config.algorithm:
-            fail(f"checkpoint is for {config.get('algorithm') if isinstance(config, dict) else config!r}, "
-                 f"learner is {self.config.algorithm!r}")
-        own = self.model.state_dict()
-        model = payload["model"]
-        if not isinstance(model, dict) or set(model) != set(own):
-            fail(f"the model's parameters are {sorted(model) if isinstance(model, dict) else model!r}, "
-                 f"this learner's are {sorted(own)}")
-        for name, tensor in model.items():
-            if not torch.is_tensor(tensor) or tensor.shape != own[name].shape:
-                fail(f"parameter {name!r} has shape {getattr(tensor, 'shape', None)}, this model's is {tuple(own[name].shape)}")
-            if not torch.isfinite(tensor).all():
-                fail(f"parameter {name!r} holds NaN or inf")
-        rates = payload["inner_lrs"]
-        if (rates is None) != (self.inner_lrs is None):
-            fail("learned inner rates are missing or unexpected for this algorithm")
-        if rates is not None:
-            if not isinstance(rates, dict) or set(rates) != set(self.inner_lrs):
-                fail("the learned inner rates do not match the model's parameters")
-            for name, tensor in rates.items():
-                if not torch.is_tensor(tensor) or tensor.shape != self.inner_lrs[name].shape:
-                    fail(f"learned rate {name!r} has the wrong shape")
-        iteration = payload["iteration"]
-        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
-            fail(f"iteration is {iteration!r}, not a whole number >= 0")
-        history = payload["history"]
-        if not isinstance(history, dict) or set(history) != set(self.history):
-            fail("the training history is malformed")
-        rng = payload["torch_rng"]
-        if not torch.is_tensor(rng) or rng.dtype != torch.uint8:
-            fail("the random-number state is malformed")
+        return load_checkpoint(self, path)
 
 
 class AdaptedModel:

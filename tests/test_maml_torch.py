@@ -275,3 +275,26 @@ def test_clipping_is_differentiable_at_a_zero_inner_gradient():
     (sum(c.sum() for c in clipped)).backward()
     assert all(torch.isfinite(g.grad).all() for g in grads)
     np.testing.assert_allclose(clipped[1].detach().numpy().ravel(), [0.0, 1.0, 0.1])
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "anil", "fomaml"])
+def test_the_multi_step_loss_differentiates_as_the_algorithm_says(algorithm):
+    """The training loss with MAML++'s multi-step weights is second order exactly when the algorithm is
+    (Meta-SGD with the multi-step loss once trained first order while meta_loss said second order)."""
+    from galmeta.algorithms import ALGORITHMS
+
+    init = mn.init_mlp((1, 16, 1), np.random.default_rng(0))
+    learner = mt.MetaLearner(mt.MLP.from_numpy(init), algorithm=algorithm, inner_steps=2, multi_step_iterations=100,
+                             device="cpu", dtype=torch.float64)
+    batch = [torch.as_tensor(a) for a in task_sampler(5, 4, 6)(np.random.default_rng(1))]
+    params = list(learner.model.parameters())
+    loss, _ = learner._training_loss(*batch)
+    got = torch.autograd.grad(loss, params)
+    weights = mt.multi_step_weights(2, learner.iteration, 100)
+    for second_order, name in ((True, "second"), (False, "first")):
+        path = learner._adapted(batch[0], batch[1], 2, create_graph=second_order, trajectory=True)
+        reference = sum(float(w) * mt._task_mse(mt._batched_forward(learner.model, p, batch[2]), batch[3]).mean()
+                        for w, p in zip(weights, path))
+        expected = torch.autograd.grad(reference, params)
+        same = all(torch.allclose(a, b, rtol=1e-12, atol=1e-14) for a, b in zip(got, expected))
+        assert same == (second_order == ALGORITHMS[algorithm].second_order), f"{algorithm}: {name} order"
