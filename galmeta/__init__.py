@@ -1,21 +1,46 @@
 """galmeta: a course on meta-learning with real SDSS galaxies.
 
-The package is the single source of truth for code the notebooks share. Modules
-follow the course's steps:
+The package is the single source of truth for code the notebooks share. Modules follow the course's
+steps; each names the notebook that introduces it. ``tests/test_layout.py`` checks that this map names
+every module, that no module imports itself through others, and that modules and classes stay small.
 
-``galmeta.config``
-    Run mode (CI / laptop / full), data home, seeds and device choice.
-``galmeta.data``
-    SkyServer SQL builder, cached astroquery fetch and offline snapshot import
-    (notebook 01).
-``galmeta.tasks``
-    Cleaning, redness targets, features and few-shot task sampling (notebook 02).
-``galmeta.sinusoid``
-    The MAML paper's sinusoid regression benchmark (notebooks 03 and 04).
-``galmeta.maml_numpy``
-    MAML from scratch in NumPy with exact second-order meta-gradients (notebook 03).
-``galmeta.maml_torch``
-    MAML and its family in PyTorch for CPU and GPU (notebook 04).
+Set-up and plumbing
+    ``galmeta.config``         run mode (CI / laptop / full), data home, seeds, device, progress bars
+    ``galmeta.cli``            the ``galmeta`` command line (``python -m galmeta`` is the same)
+    ``galmeta.course``         generate, run and render the notebooks; student copies
+    ``galmeta.safe_files``     locks, atomic writes and exclusive creates for every file galmeta writes
+Data (notebooks 01, 06)
+    ``galmeta.data``           the galaxy table: query, SkyServer client, reading, data home, snapshots
+    ``galmeta.datasets``       the embedded SDSS and SAMI DR3 tables with their provenance
+    ``galmeta.sami``           SAMI DR3: joins, cleaning, environments as tasks (notebook 06)
+Tasks (notebook 02)
+    ``galmeta.cleaning``       counted cleaning, the redness target, the g, r, i, z features
+    ``galmeta.leaks``          leak measurement: no feature may predict the label as well as the target
+    ``galmeta.tasks``          redshift slices, rotating folds, preprocessing, task sampling, catalogues
+MAML from scratch (notebook 03)
+    ``galmeta.maml_numpy``     MLP, exact second-order meta-gradients, meta-training, in NumPy
+    ``galmeta.validation``     the input rules both learners apply, in one place
+    ``galmeta.sinusoid``       the MAML paper's sinusoid benchmark (notebooks 03, 04)
+The MAML family in PyTorch (notebook 04)
+    ``galmeta.algorithms``     one table of the algorithms' traits (second order, what adapts, learned rates)
+    ``galmeta.maml_functional`` the MLP, batched forward passes and the functional meta-gradient
+    ``galmeta.meta_config``    hyperparameters, MAML++ settings and its multi-step loss weights
+    ``galmeta.inner_loop``     the inner loop: per-task adaptation with learned rates and clipping
+    ``galmeta.maml_torch``     ``MetaLearner``: meta-loss, meta-update, adaptation, prediction
+    ``galmeta.training``       the meta-training loop, early stopping, the divergence guard
+    ``galmeta.checkpoints``    safe checkpoints (tensors and plain data only), resume rules
+    ``galmeta.distributed``    data-parallel meta-training over a process group
+    ``galmeta.train``          the ``galmeta train`` / ``torchrun`` launcher
+Evaluation (notebooks 05, 06)
+    ``galmeta.learners``       the ``Learner`` interface, draws, the meta-learners as learners
+    ``galmeta.baselines``      the non-meta baselines, each one ``Learner``
+    ``galmeta.evaluation_config`` the sizes of one evaluation run
+    ``galmeta.evaluate``       the protocol: folds, draws, tuning on meta-validation, the run
+    ``galmeta.results``        what a run measured, merged across runs, with intervals
+    ``galmeta.metrics``        sigma_NMAD, the slice bootstrap, paired differences
+    ``galmeta.reports``        summary and paired tables (CSV, Markdown)
+    ``galmeta.results_files``  results saved and loaded as JSON + NumPy arrays (no pickle)
+    ``galmeta.plots``          the evaluation's figures
 """
 
 __version__ = "0.1.0"

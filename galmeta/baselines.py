@@ -1,4 +1,4 @@
-"""Baselines for few-shot redness estimation, each one :class:`galmeta.evaluate.Learner`.
+"""Baselines for few-shot redness estimation, each one :class:`galmeta.learners.Learner`.
 
 Introduced in ``notebooks/05_redness_evaluation.py``.
 
@@ -16,13 +16,11 @@ Introduced in ``notebooks/05_redness_evaluation.py``.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from galmeta import maml_numpy as mn
-from galmeta.evaluate import Learner
-from galmeta.tasks import best_threshold_accuracy
+from galmeta.learners import FitContext, Learner, flat_task_arrays
+from galmeta.leaks import best_threshold_accuracy
 from galmeta.training import EarlyStopping
 
 __all__ = [
@@ -99,15 +97,15 @@ def redshift_feature(data):
     return ((data.redshift - train_z.mean()) / train_z.std())[:, None]
 
 
-def _pooled_network(data, seed, shared, with_redshift=False):
-    """The pooled network of this fold and seed, trained once and shared by every learner built on it."""
+def _pooled_network(data, seed, context: FitContext, with_redshift=False):
+    """The pooled network of this fold and seed, trained once and used by every learner built on it."""
     key = ("pooled network", with_redshift, seed)
-    if key not in shared:
+    if key not in context.pooled_models:
         X = np.concatenate([data.X, redshift_feature(data)], axis=1) if with_redshift else data.X
         train, val = data.indices("train"), data.indices("val")
-        config = shared.get("pooled_config", {})
-        shared[key] = PooledMLP(seed=seed, **config).fit(X[train], data.y[train], X[val], data.y[val])
-    return shared[key]
+        context.pooled_models[key] = PooledMLP(seed=seed, n_epochs=context.pooled_epochs).fit(
+            X[train], data.y[train], X[val], data.y[val])
+    return context.pooled_models[key]
 
 
 def offset_shrinkage(residuals, task_ids):
@@ -159,8 +157,8 @@ class PooledNetwork(_Pooled):
 
     name = "pooled network"
 
-    def fit(self, data, seed, shared):
-        self.model = _pooled_network(data, seed, shared)
+    def fit(self, data, seed, context):
+        self.model = _pooled_network(data, seed, context)
         return self
 
     def base_predict(self, data, galaxies):
@@ -175,7 +173,7 @@ class PooledRidge(_Pooled):
     def __init__(self, alpha=1.0):
         self.alpha = alpha
 
-    def fit(self, data, seed, shared):
+    def fit(self, data, seed, context):
         from sklearn.linear_model import Ridge
 
         train = data.indices("train")
@@ -199,8 +197,8 @@ class PooledPlusOffset(Learner):
         self.base = base
         self.name = f"{base.name} + slice offset"
 
-    def fit(self, data, seed, shared):
-        self.base.fit(data, seed, shared)
+    def fit(self, data, seed, context):
+        self.base.fit(data, seed, context)
         train_ids = np.concatenate([np.full(t.size, i) for i, t in enumerate(data.tasks["train"])])
         galaxies = np.concatenate([t.indices for t in data.tasks["train"]])
         residuals = data.y[galaxies, 0] - self.base.base_predict(data, galaxies)
@@ -225,15 +223,15 @@ class FineTunedPooledNetwork(Learner):
     def __init__(self, learning_rates=(0.001, 0.003, 0.01, 0.03, 0.1), max_steps=10):
         self.learning_rates, self.max_steps = tuple(learning_rates), int(max_steps)
 
-    def fit(self, data, seed, shared):
-        self.model = _pooled_network(data, seed, shared)
+    def fit(self, data, seed, context):
+        self.model = _pooled_network(data, seed, context)
         return self
 
     def options(self, k):
         return [(lr, steps) for lr in self.learning_rates for steps in range(self.max_steps + 1)]
 
     def predict_options(self, data, draws):
-        xs, ys, xq = _flat_task_arrays(data, draws)
+        xs, ys, xq = flat_task_arrays(data, draws)
         out = {}
         for lr in self.learning_rates:
             with np.errstate(all="ignore"):
@@ -261,7 +259,7 @@ class PerTaskRidge(Learner):
         return list(self.alphas)
 
     def predict(self, data, draws, alpha):
-        xs, ys, xq = _flat_task_arrays(data, draws)
+        xs, ys, xq = flat_task_arrays(data, draws)
         x_mean, y_mean = xs.mean(axis=1, keepdims=True), ys.mean(axis=1, keepdims=True)
         xc, yc = xs - x_mean, ys - y_mean
         gram = np.swapaxes(xc, 1, 2) @ xc + alpha * np.eye(xs.shape[-1])
@@ -285,7 +283,7 @@ class NearestNeighbours(Learner):
         return [n for n in self.neighbours if n <= k]
 
     def predict(self, data, draws, n_neighbours):
-        xs, ys, xq = _flat_task_arrays(data, draws)
+        xs, ys, xq = flat_task_arrays(data, draws)
         distance = np.sum((xq[:, :, None, :] - xs[:, None, :, :]) ** 2, axis=-1)  # (T, Q, K)
         nearest = np.argsort(distance, axis=-1, kind="stable")[..., :n_neighbours]
         values = np.take_along_axis(np.broadcast_to(ys[:, None, :, 0], distance.shape), nearest, axis=-1)
@@ -301,8 +299,8 @@ class PooledNetworkWithRedshift(_Pooled):
     name = "oracle: pooled network + redshift"
     group = "reference"
 
-    def fit(self, data, seed, shared):
-        self.model = _pooled_network(data, seed, shared, with_redshift=True)
+    def fit(self, data, seed, context):
+        self.model = _pooled_network(data, seed, context, with_redshift=True)
         self.z_column = redshift_feature(data)
         return self
 
@@ -328,7 +326,7 @@ class SingleFeatureCut(Learner):
     group = "reference"
     regression = False
 
-    def fit(self, data, seed, shared):
+    def fit(self, data, seed, context):
         train = data.indices("train")
         raw = data.catalogue.X_raw
         best = None
@@ -348,11 +346,3 @@ class SingleFeatureCut(Learner):
 
     def describe(self, option):
         return f"{self.feature_} {'>=' if self.direction_ > 0 else '<'} {self.cut_:.3f}"
-
-
-def _flat_task_arrays(data, draws):
-    """Support inputs/targets and query inputs with the (slice, draw) axes merged into one task axis."""
-    support = draws.support.reshape(-1, draws.support.shape[-1])
-    query = draws.query.reshape(-1, draws.query.shape[-1])
-    return data.X[support], data.y[support], data.X[query]
-

@@ -365,9 +365,3 @@ def _results_of(notebook) -> list[str]:
                 lines += [line[len("RESULT:"):].strip() for line in output.get("text", "").splitlines()
                           if line.startswith("RESULT:")]
     return lines
-
-
-if __name__ == "__main__":  # pragma: no cover - one command line: this is `galmeta course ...`
-    from galmeta.cli import main
-
-    sys.exit(main(["course", *sys.argv[1:]]))

@@ -50,7 +50,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -60,11 +59,15 @@ from torch import nn
 
 from galmeta.algorithms import ALGORITHM_NAMES, traits_of
 from galmeta.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from galmeta.config import DEFAULT_SEED, try_device
+from galmeta.config import try_device
 from galmeta.distributed import average_gradients, broadcast_from_rank_0, distributed_context
-from galmeta.maml_numpy import check_inner, check_task_array, check_task_batch
-from galmeta.safe_files import exclusive_lock
+from galmeta.inner_loop import InnerLoop
+# the functional pieces and the configuration, importable from here as the notebooks do
+from galmeta.maml_functional import (MLP, batched_forward, default_head, loop_meta_gradient, meta_gradient,  # noqa: F401
+                                     mlp_forward, task_mse)
+from galmeta.meta_config import MetaConfig, mamlpp_config, multi_step_weights  # noqa: F401
 from galmeta.training import meta_train
+from galmeta.validation import check_inner, check_steps, check_task_array, check_task_batch
 
 __all__ = [
     "MLP",
@@ -77,270 +80,12 @@ __all__ = [
     "ALGORITHMS",
     "distributed_context",
     "mamlpp_config",
+    "multi_step_weights",
     "CheckpointError",
 ]
 
 #: The algorithms' names (their traits: :data:`galmeta.algorithms.ALGORITHMS`).
 ALGORITHMS = ALGORITHM_NAMES
-
-
-# ---------------------------------------------------------------------------
-# The MLP and the functional meta-gradient
-# ---------------------------------------------------------------------------
-class MLP(nn.Module):
-    """ReLU MLP with a linear output, parameters stored as ``W (n_in, n_out)`` and ``b (n_out,)``.
-
-    The layout matches :mod:`galmeta.maml_numpy` (``x @ W + b``), so parameters
-    move between the two implementations unchanged (:meth:`from_numpy`).
-
-    Parameters
-    ----------
-    sizes : sequence of int
-        Layer widths including input and output, e.g. ``(1, 40, 40, 1)``.
-    """
-
-    def __init__(self, sizes, generator: torch.Generator | None = None, dtype=torch.float32):
-        super().__init__()
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or any(s < 1 for s in sizes):
-            raise ValueError(f"sizes must list at least two positive widths, got {sizes!r}")
-        self.sizes = sizes
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            W = torch.randn(n_in, n_out, generator=generator, dtype=dtype) * math.sqrt(2.0 / n_in)
-            self.weights.append(nn.Parameter(W))
-            self.biases.append(nn.Parameter(torch.zeros(n_out, dtype=dtype)))
-
-    @classmethod
-    def from_numpy(cls, params, dtype=None):
-        """An MLP holding copies of NumPy ``(W, b)`` pairs."""
-        sizes = [params[0][0].shape[0]] + [W.shape[1] for W, _ in params]
-        dtype = dtype or (torch.float64 if params[0][0].dtype == np.float64 else torch.float32)
-        model = cls(sizes, dtype=dtype)
-        with torch.no_grad():
-            for layer, (W, b) in enumerate(params):
-                model.weights[layer].copy_(torch.as_tensor(W))
-                model.biases[layer].copy_(torch.as_tensor(b))
-        return model
-
-    def pairs(self):
-        return [(W, b) for W, b in zip(self.weights, self.biases)]
-
-    def forward(self, x):
-        return mlp_forward(self.pairs(), x)
-
-
-def mlp_forward(pairs, x):
-    """MLP output for shared (``W`` 2-D) or per-task (``W`` 3-D, ``x (T, N, d)``) parameters."""
-    h = x
-    last = len(pairs) - 1
-    for layer, (W, b) in enumerate(pairs):
-        h = torch.baddbmm(b.unsqueeze(1), h, W) if W.dim() == 3 else torch.addmm(b, h.reshape(-1, h.shape[-1]), W).reshape(*h.shape[:-1], W.shape[-1])
-        if layer < last:
-            h = torch.relu(h)
-    return h
-
-
-def _task_mse(out, y):
-    """Per-task mean squared error, shape ``(T,)``."""
-    return ((out - y) ** 2).mean(dim=(-2, -1))
-
-
-def _finite(tensor) -> bool:
-    return bool(torch.isfinite(tensor).all())
-
-
-def _check_batch(xs, ys, xq=None, yq=None, d_in=None, d_out=None):
-    """The NumPy learner's rules (:func:`galmeta.maml_numpy.check_task_batch`), applied to tensors."""
-    arrays = {"xs": xs, "ys": ys} if xq is None else {"xs": xs, "ys": ys, "xq": xq, "yq": yq}
-    check_task_batch(d_in, d_out, arrays, finite=_finite)
-
-
-def _as_like(value, reference, name="task array"):
-    """A NumPy array or tensor as a tensor of ``reference``'s dtype and device, checked before the cast."""
-    value = check_task_array(name, value)
-    return torch.as_tensor(value, dtype=reference.dtype, device=reference.device)
-
-
-def meta_gradient(params, xs, ys, xq, yq, inner_lr, inner_steps=1, first_order=False):
-    """MAML meta-loss and its gradient, mirroring :func:`galmeta.maml_numpy.meta_gradient`.
-
-    Parameters
-    ----------
-    params : list of (W, b) tensors
-        Shared parameters (``W (n_in, n_out)``, ``b (n_out,)``).
-    xs, ys, xq, yq : tensor
-        Batched tasks, ``(T, K, d_in)``, ``(T, K, d_out)``, ``(T, Q, d_in)``, ``(T, Q, d_out)``.
-    inner_lr : float
-    inner_steps : int, default 1
-    first_order : bool, default False
-        FOMAML: do not differentiate through the inner gradients.
-
-    Returns
-    -------
-    meta_loss : float
-    grads : list of (dW, db) tensors
-    """
-    check_inner(inner_lr, inner_steps)
-    reference = params[0][0]
-    xs, ys, xq, yq = (_as_like(a, reference, n) for a, n in zip((xs, ys, xq, yq), ("xs", "ys", "xq", "yq")))
-    _check_batch(xs, ys, xq, yq, d_in=reference.shape[0], d_out=params[-1][0].shape[-1])
-    leaves = [t.detach().requires_grad_(True) for pair in params for t in pair]
-    pairs = [(leaves[2 * i], leaves[2 * i + 1]) for i in range(len(params))]
-    n_tasks = xs.shape[0]
-    phi = [(W.expand(n_tasks, *W.shape), b.expand(n_tasks, *b.shape)) for W, b in pairs]
-    for _ in range(int(inner_steps)):
-        flat = [t for pair in phi for t in pair]
-        support_loss = _task_mse(mlp_forward(phi, xs), ys).sum()
-        grads = torch.autograd.grad(support_loss, flat, create_graph=not first_order)
-        flat = [p - inner_lr * g for p, g in zip(flat, grads)]
-        phi = [(flat[2 * i], flat[2 * i + 1]) for i in range(len(params))]
-    meta_loss = _task_mse(mlp_forward(phi, xq), yq).mean()
-    grads = torch.autograd.grad(meta_loss, leaves)
-    return float(meta_loss.detach()), [(grads[2 * i], grads[2 * i + 1]) for i in range(len(params))]
-
-
-def loop_meta_gradient(params, xs, ys, xq, yq, inner_lr, inner_steps=1, first_order=False):
-    """The same meta-gradient with a Python loop over tasks.
-
-    This is the style of most tutorials and of learn2learn: one
-    ``torch.autograd.grad(..., create_graph=True)`` per task and step. It is
-    kept as the reference for tests and the baseline of the speed benchmark,
-    not for training.
-    """
-    leaves = [t.detach().requires_grad_(True) for pair in params for t in pair]
-    losses = []
-    for t in range(xs.shape[0]):
-        fast = leaves
-        for _ in range(int(inner_steps)):
-            pairs = [(fast[2 * i], fast[2 * i + 1]) for i in range(len(params))]
-            loss = ((mlp_forward(pairs, xs[t]) - ys[t]) ** 2).mean()
-            grads = torch.autograd.grad(loss, fast, create_graph=not first_order)
-            fast = [p - inner_lr * g for p, g in zip(fast, grads)]
-        pairs = [(fast[2 * i], fast[2 * i + 1]) for i in range(len(params))]
-        losses.append(((mlp_forward(pairs, xq[t]) - yq[t]) ** 2).mean())
-    meta_loss = torch.stack(losses).mean()
-    grads = torch.autograd.grad(meta_loss, leaves)
-    return float(meta_loss.detach()), [(grads[2 * i], grads[2 * i + 1]) for i in range(len(params))]
-
-
-# ---------------------------------------------------------------------------
-# Batched functional forward for any module
-# ---------------------------------------------------------------------------
-def _batched_forward(model: nn.Module, per_task: dict, x):
-    """Output of ``model`` for every task with its own parameters ``per_task[name] (T, ...)``."""
-    if isinstance(model, MLP):
-        n_layers = len(model.weights)
-        pairs = [(per_task[f"weights.{i}"], per_task[f"biases.{i}"]) for i in range(n_layers)]
-        return mlp_forward(pairs, x)
-    from torch.func import functional_call, vmap
-
-    def one_task(params_t, x_t):
-        return functional_call(model, params_t, (x_t,))
-
-    return vmap(one_task)(per_task, x)
-
-
-def _default_head(model: nn.Module) -> tuple:
-    """ANIL's head: the output layer (the last submodule that owns parameters)."""
-    if isinstance(model, MLP):
-        last = len(model.weights) - 1
-        return (f"weights.{last}", f"biases.{last}")
-    owners = [(name, module) for name, module in model.named_modules() if list(module.parameters(recurse=False))]
-    name, module = owners[-1]
-    prefix = f"{name}." if name else ""
-    return tuple(prefix + p for p, _ in module.named_parameters(recurse=False))
-
-
-# ---------------------------------------------------------------------------
-# Configuration, trainer, adapted model
-# ---------------------------------------------------------------------------
-@dataclass
-class MetaConfig:
-    """Hyperparameters of a :class:`MetaLearner` (saved in checkpoints)."""
-
-    algorithm: str = "maml"
-    inner_lr: float = 0.01
-    inner_steps: int = 1
-    eval_inner_steps: int | None = None
-    meta_lr: float = 1e-3
-    meta_batch: int = 25
-    head_names: tuple = ()
-    reptile_steps: int = 5
-    seed: int = DEFAULT_SEED
-    step_lrs: bool = False
-    multi_step_iterations: int = 0
-    inner_grad_clip: float | None = None
-
-    def __post_init__(self):
-        traits = traits_of(self.algorithm)
-        check_inner(self.inner_lr, self.inner_steps)
-        if self.eval_inner_steps is not None:
-            _check_steps(self.eval_inner_steps, "eval_inner_steps")
-        if not (isinstance(self.meta_lr, (int, float)) and math.isfinite(self.meta_lr) and self.meta_lr > 0):
-            raise ValueError(f"meta_lr must be a finite number > 0, got {self.meta_lr!r}")
-        for name in ("meta_batch", "reptile_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        self.head_names = tuple(self.head_names)
-        if self.step_lrs and not traits.per_step_rates_allowed:
-            raise ValueError(f"step_lrs=True (learned per-layer, per-step rates) needs algorithm 'maml', 'fomaml' or "
-                             f"'anil', not {self.algorithm!r} (Meta-SGD learns its own rates; Reptile has no query loss)")
-        if isinstance(self.multi_step_iterations, bool) or not isinstance(self.multi_step_iterations, (int, np.integer)) \
-                or self.multi_step_iterations < 0:
-            raise ValueError(f"multi_step_iterations must be an integer >= 0 (0: the last step's loss only), "
-                             f"got {self.multi_step_iterations!r}")
-        if self.inner_grad_clip is not None and not (
-                isinstance(self.inner_grad_clip, (int, float)) and not isinstance(self.inner_grad_clip, bool)
-                and math.isfinite(self.inner_grad_clip) and self.inner_grad_clip > 0):
-            raise ValueError(f"inner_grad_clip must be None (no clipping) or a finite number > 0, got {self.inner_grad_clip!r}")
-
-
-def mamlpp_config(inner_steps=5, multi_step_iterations=1_000, inner_grad_clip=10.0, **kwargs) -> MetaConfig:
-    """A :class:`MetaConfig` with the MAML++ stabilisers: per-layer per-step rates, multi-step loss, clipping.
-
-    Examples
-    --------
-    >>> config = mamlpp_config(inner_lr=0.01)
-    >>> config.algorithm, config.inner_steps, config.step_lrs, config.inner_grad_clip
-    ('maml', 5, True, 10.0)
-    """
-    kwargs.setdefault("algorithm", "maml")
-    return MetaConfig(inner_steps=inner_steps, step_lrs=True, multi_step_iterations=multi_step_iterations,
-                      inner_grad_clip=inner_grad_clip, **kwargs)
-
-
-def multi_step_weights(n_steps: int, iteration: int, anneal_iterations: int) -> np.ndarray:
-    """Weights of the query losses after inner steps 1..n in the MAML++ multi-step loss.
-
-    Uniform (1/n each) at iteration 0; the weights of steps 1..n-1 then fall linearly to a floor of
-    0.03/n by ``anneal_iterations`` while the last step takes the rest (Antoniou et al. 2019, sec. 4).
-    ``anneal_iterations = 0`` or one step: the last step's loss alone.
-
-    Examples
-    --------
-    >>> multi_step_weights(4, 0, 100).round(3).tolist()
-    [0.25, 0.25, 0.25, 0.25]
-    >>> multi_step_weights(4, 100, 100).round(4).tolist()
-    [0.0075, 0.0075, 0.0075, 0.9775]
-    """
-    n_steps = int(n_steps)
-    if n_steps <= 1 or anneal_iterations <= 0:
-        return np.eye(1, max(n_steps, 1), max(n_steps, 1) - 1).ravel()
-    floor = 0.03 / n_steps
-    progress = min(iteration / anneal_iterations, 1.0)
-    early = 1.0 / n_steps + (floor - 1.0 / n_steps) * progress
-    weights = np.full(n_steps, early)
-    weights[-1] = 1.0 - early * (n_steps - 1)
-    return weights
-
-
-def _check_steps(steps, name="steps"):
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"{name} must be an integer >= 0 (0: no adaptation), got {steps!r}")
-    return int(steps)
 
 
 class MetaLearner:
@@ -374,19 +119,13 @@ class MetaLearner:
         self.model = model.to(device=self.device, dtype=dtype)
         self.names = [name for name, _ in self.model.named_parameters()]
         if not self.config.head_names:
-            self.config.head_names = _default_head(self.model)
+            self.config.head_names = default_head(self.model)
         unknown = set(self.config.head_names) - set(self.names)
         if unknown:
             raise ValueError(f"head_names {sorted(unknown)} are not parameters of the model; it has {self.names}")
-        self.inner_lrs = None
         self.traits = traits_of(self.config.algorithm)
-        if self.traits.learns_rates == "per-parameter":
-            self.inner_lrs = {n: torch.full_like(p, self.config.inner_lr, requires_grad=True)
-                              for n, p in self.model.named_parameters()}
-        elif self.config.step_lrs:  # MAML++: one rate per parameter tensor and inner step
-            steps = max(int(self.config.inner_steps), 1)
-            self.inner_lrs = {n: torch.full((steps,), float(self.config.inner_lr), dtype=dtype, device=self.device,
-                                            requires_grad=True) for n in self._adapt_names()}
+        self.inner = InnerLoop(self.model, self.config, self.traits, self.names, self.device, dtype)
+        self.inner_lrs = self.inner.rates  # learned inner rates (Meta-SGD, MAML++), or None
         trainable = list(self.model.parameters()) + (list(self.inner_lrs.values()) if self.inner_lrs else [])
         self.rank, self.world_size = distributed_context()
         if self.world_size > 1:
@@ -401,57 +140,13 @@ class MetaLearner:
         self.diverged_at = None  # iteration at which the last fit(on_divergence="stop") stopped, if it did
         self.is_fitted_ = False
 
-    # -- the inner loop ------------------------------------------------------
-    def _adapt_names(self):
-        return tuple(self.config.head_names) if self.traits.adapts == "head" else tuple(self.names)
-
-    def _rate(self, name, step, inner_lr=None):
-        """The inner step size of parameter ``name`` at inner step ``step`` (0-based)."""
-        if inner_lr is not None:
-            return inner_lr
-        if self.inner_lrs is None:
-            return self.config.inner_lr
-        rates = self.inner_lrs[name]
-        if self.config.step_lrs:  # beyond the trained steps, keep the last step's rate
-            return rates[min(step, rates.shape[0] - 1)]
-        return rates
+    # -- the inner loop (galmeta.inner_loop) ----------------------------------
+    def _adapted(self, xs, ys, steps, create_graph, start=None, first_step=0, inner_lr=None, trajectory=False):
+        """Per-task parameters after ``steps`` inner steps (:meth:`galmeta.inner_loop.InnerLoop.adapt`)."""
+        return self.inner.adapt(xs, ys, steps, create_graph, start, first_step, inner_lr, trajectory)
 
     def _clipped(self, grads):
-        """Each task's inner gradient rescaled to a norm of at most ``inner_grad_clip`` (differentiable)."""
-        clip = self.config.inner_grad_clip
-        if clip is None:
-            return grads
-        squared = sum(g.pow(2).reshape(g.shape[0], -1).sum(dim=1) for g in grads)
-        # clamp_min before sqrt: at a zero gradient, sqrt's derivative is infinite and the second-order
-        # meta-gradient becomes 0 * inf = NaN (without it, 3 of 25 MAML++ galaxy trainings went NaN). 1e-12:
-        # norms below 1e-6 are never clipped, and clip / norm**2 stays finite in float32.
-        norm = squared.clamp_min(1e-12).sqrt()
-        scale = torch.clamp(clip / norm, max=1.0)
-        return [g * scale.reshape(-1, *([1] * (g.dim() - 1))) for g in grads]
-
-    def _adapted(self, xs, ys, steps, create_graph, start=None, first_step=0, inner_lr=None, trajectory=False):
-        """Per-task parameters after ``steps`` inner SGD steps (a dict name -> (T, ...)).
-
-        ``start`` continues from earlier per-task parameters instead of the shared ones, at inner step
-        ``first_step`` (which picks MAML++'s per-step rates); ``inner_lr`` overrides every step size;
-        ``trajectory=True`` returns the list of per-task parameters after each step instead.
-        """
-        n_tasks = xs.shape[0]
-        params = dict(self.model.named_parameters())
-        adapt_names = self._adapt_names()
-        if start is None:
-            per_task = {n: p.expand(n_tasks, *p.shape) for n, p in params.items()}
-        else:
-            per_task = {n: v.detach().requires_grad_(n in adapt_names) for n, v in start.items()}
-        path = []
-        for step in range(first_step, first_step + int(steps)):
-            loss = _task_mse(_batched_forward(self.model, per_task, xs), ys).sum()
-            grads = torch.autograd.grad(loss, [per_task[n] for n in adapt_names], create_graph=create_graph)
-            for n, g in zip(adapt_names, self._clipped(list(grads))):
-                per_task[n] = per_task[n] - self._rate(n, step, inner_lr) * g
-            if trajectory:
-                path.append(dict(per_task))
-        return path if trajectory else per_task
+        return self.inner.clipped(grads)
 
     def _as_tensor(self, array, name="task array"):
         return torch.as_tensor(check_task_array(name, array), dtype=self.dtype).to(self.device)
@@ -462,7 +157,7 @@ class MetaLearner:
 
     def _check(self, **arrays):
         d_in, d_out = self._widths()
-        check_task_batch(d_in, d_out, arrays, finite=_finite)
+        check_task_batch(d_in, d_out, arrays, finite=lambda t: bool(torch.isfinite(t).all()))
 
     def meta_loss(self, xs, ys, xq, yq, steps=None, create_graph=True):
         """Mean query loss after ``steps`` inner steps (default ``config.inner_steps``; 0: no adaptation).
@@ -471,10 +166,10 @@ class MetaLearner:
         """
         xs, ys, xq, yq = (self._as_tensor(a, n) for a, n in zip((xs, ys, xq, yq), ("xs", "ys", "xq", "yq")))
         self._check(xs=xs, ys=ys, xq=xq, yq=yq)
-        steps = _check_steps(self.config.inner_steps if steps is None else steps)
+        steps = check_steps(self.config.inner_steps if steps is None else steps)
         second_order = create_graph and self.traits.second_order
         per_task = self._adapted(xs, ys, steps, create_graph=second_order)
-        return _task_mse(_batched_forward(self.model, per_task, xq), yq).mean()
+        return task_mse(batched_forward(self.model, per_task, xq), yq).mean()
 
     def _training_loss(self, xs, ys, xq, yq):
         """The loss meta-training differentiates: the meta-loss, or MAML++'s annealed multi-step loss.
@@ -490,7 +185,7 @@ class MetaLearner:
         second_order = self.traits.second_order
         weights = multi_step_weights(steps, self.iteration, self.config.multi_step_iterations)
         path = self._adapted(xs, ys, steps, create_graph=second_order, trajectory=True)
-        losses = [_task_mse(_batched_forward(self.model, per_task, xq), yq).mean() for per_task in path]
+        losses = [task_mse(batched_forward(self.model, per_task, xq), yq).mean() for per_task in path]
         total = sum(float(w) * loss for w, loss in zip(weights, losses))
         return total, float(losses[-1].detach())
 
@@ -522,7 +217,7 @@ class MetaLearner:
             per_task = self._adapted(x, y, self.config.reptile_steps, create_graph=False)
             per_task = {n: v.detach() for n, v in per_task.items()}
         with torch.no_grad():
-            query_loss = float(_task_mse(_batched_forward(self.model, per_task, x), y).mean())
+            query_loss = float(task_mse(batched_forward(self.model, per_task, x), y).mean())
             for n, p in self.model.named_parameters():
                 p.grad = (p - per_task[n]).mean(dim=0) / max(self.config.inner_lr, 1e-12)
         return query_loss
@@ -531,58 +226,15 @@ class MetaLearner:
     def fit(self, sample_tasks: Callable, n_iterations: int, val_tasks=None, eval_every: int = 100,
             patience: int | None = None, checkpoint: str | Path | None = None, progress: bool | None = None,
             rng: np.random.Generator | None = None, on_divergence: str = "raise"):
-        """Meta-train.
-
-        Parameters
-        ----------
-        sample_tasks : callable
-            ``sample_tasks(rng, n_tasks) -> (xs, ys, xq, yq)`` (NumPy or tensors).
-        n_iterations : int
-            Meta-updates to run (counted from the current :attr:`iteration`, so a
-            resumed learner continues).
-        val_tasks : tuple or list of tuples, optional
-            A fixed ``(xs, ys, xq, yq)`` batch of meta-validation tasks for early stopping, or a list of such
-            batches (for example one per support size K): their losses are averaged.
-        eval_every : int, default 100
-        patience : int, optional
-            Stop after this many evaluations without improvement; the best
-            parameters are restored at the end.
-        checkpoint : path, optional
-            Saved every ``eval_every`` iterations and at the end (model, optimiser, config, seed, history, rng),
-            with or without ``val_tasks``.
-        progress : bool, optional
-            Progress bar (default: on, except in batch execution; :func:`galmeta.config.progress_bar`).
-        rng : numpy.random.Generator, optional
-            Default: seeded from ``config.seed``.
-        on_divergence : {"raise", "stop"}, default "raise"
-            What to do when training diverges (below). ``"stop"`` ends training with a ``RuntimeWarning``,
-            keeps the parameters with the best validation loss so far (without ``val_tasks``, or before the
-            first evaluation, those it started from) and records the iteration in :attr:`diverged_at`: for
-            long unattended runs such as the evaluation, which must report a diverging learner, not crash.
-
-        Raises
-        ------
-        FloatingPointError
-            When the meta-loss stops being finite, or grows a million-fold over its first values (a
-            ``RuntimeWarning`` comes first, at a thousand-fold): training diverges.
-        """
-        if isinstance(n_iterations, bool) or not isinstance(n_iterations, (int, np.integer)) or n_iterations < 0:
-            raise ValueError(f"n_iterations must be an integer >= 0, got {n_iterations!r}")
-        if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
-            raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
-        if on_divergence not in ("raise", "stop"):
-            raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}")
-        arguments = dict(val_tasks=val_tasks, eval_every=eval_every, patience=patience, checkpoint=checkpoint,
-                         progress=progress, rng=rng, on_divergence=on_divergence)
-        if checkpoint is None or self.rank != 0:
-            return meta_train(self, sample_tasks, n_iterations, **arguments)
-        # one training per checkpoint file: a second one is refused before it starts, not after it trained
-        with exclusive_lock(Path(str(checkpoint) + ".lock"), f"the checkpoint {checkpoint}", timeout=0):
-            return meta_train(self, sample_tasks, n_iterations, **arguments)
+        """Meta-train for ``n_iterations`` meta-updates with :func:`galmeta.training.meta_train`, whose
+        docstring explains every argument (early stopping, checkpoints, divergence). Returns ``self``."""
+        return meta_train(self, sample_tasks, n_iterations, val_tasks=val_tasks, eval_every=eval_every,
+                          patience=patience, checkpoint=checkpoint, progress=progress, rng=rng,
+                          on_divergence=on_divergence)
 
     def _default_eval_steps(self, steps):
         if steps is not None:
-            return _check_steps(steps)
+            return check_steps(steps)
         return self.config.eval_inner_steps if self.config.eval_inner_steps is not None else self.config.inner_steps
 
     def _require_fitted(self, what):
@@ -634,7 +286,7 @@ class MetaLearner:
         ``inner_lr`` replaces the (fixed or learned) step sizes by one number, e.g. to compare step sizes.
         """
         self._require_fitted("adaptation_predictions")
-        max_steps = _check_steps(max_steps, "max_steps")
+        max_steps = check_steps(max_steps, "max_steps")
         if inner_lr is not None:
             check_inner(inner_lr, 1)
         x, y, xq = (self._as_tensor(support_x, "support_x"), self._as_tensor(support_y, "support_y"),
@@ -649,7 +301,7 @@ class MetaLearner:
                 per_task = {n: v.detach() for n, v in
                             self._adapted(x, y, 1, False, start=per_task, first_step=step - 1, inner_lr=inner_lr).items()}
             with torch.no_grad():
-                predictions.append(_batched_forward(self.model, per_task, xq).cpu().numpy())
+                predictions.append(batched_forward(self.model, per_task, xq).cpu().numpy())
         return np.stack(predictions)
 
     # -- checkpoints -------------------------------------------------------------
@@ -698,6 +350,6 @@ class AdaptedModel:
             if x.dim() != 2:
                 raise ValueError(f"this model was adapted to one task: x must be (N, d_in), got {tuple(x.shape)}")
             x = x.unsqueeze(0)
-        out = _batched_forward(self.learner.model, self.per_task, x)
+        out = batched_forward(self.learner.model, self.per_task, x)
         out = out[0] if self.single else out
         return out.cpu().numpy()

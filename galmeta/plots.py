@@ -179,7 +179,7 @@ def plot_per_slice(results, k, learners, ax=None, seed_index=0, target_name=None
 def plot_predicted_vs_true(results, name, k, ax=None, seed_index=0):
     """Predicted against true u − r for every meta-test query galaxy (density), with the one-to-one line."""
     ax = _axes(ax, (4.8, 4.4))
-    truth = np.concatenate(results.truth[k]).ravel()
+    truth = results.truth_array(k).ravel()
     predicted = truth + results.residuals(name, k)[seed_index].ravel()
     lims = tuple(np.quantile(truth, [0.002, 0.998]) + np.array([-0.1, 0.1]))
     ax.hexbin(truth, predicted, gridsize=45, extent=(*lims, *lims), mincnt=1, cmap="Greys", bins="log")

@@ -92,19 +92,16 @@ def save_results(results, folder) -> Path:
         if isinstance(learner, LearnerRecord):
             options[name] = learner.options
     arrays = {}
-    for (name, k), per_seed in results.predictions.items():
-        for seed, per_fold in per_seed.items():
-            for fold, values in per_fold.items():
-                index = names.index(name)
-                arrays[f"prediction/{index}/{k}/{seed}/{fold}"] = np.asarray(values, float)
-                arrays[f"margin/{index}/{k}/{seed}/{fold}"] = np.asarray(results.margins[(name, k)][seed][fold], float)
-    for k in results.labels:
-        for i, (labels, truth, draws) in enumerate(zip(results.labels[k], results.truth[k], results.draws[k])):
-            arrays[f"labels/{k}/{i}"] = np.asarray(labels, bool)
-            arrays[f"truth/{k}/{i}"] = np.asarray(truth, float)
-            arrays[f"support/{k}/{i}"] = np.asarray(draws.support, np.int64)
-            arrays[f"query/{k}/{i}"] = np.asarray(draws.query, np.int64)
-            arrays[f"slice_ids/{k}/{i}"] = np.asarray(draws.slice_ids, np.int64)
+    for (name, k, fold, seed), values in results.predictions.items():
+        index = names.index(name)
+        arrays[f"prediction/{index}/{k}/{fold}/{seed}"] = np.asarray(values, float)
+        arrays[f"margin/{index}/{k}/{fold}/{seed}"] = np.asarray(results.margins[(name, k, fold, seed)], float)
+    for (k, fold), draws in results.draws.items():
+        arrays[f"labels/{k}/{fold}"] = np.asarray(results.labels[(k, fold)], bool)
+        arrays[f"truth/{k}/{fold}"] = np.asarray(results.truth[(k, fold)], float)
+        arrays[f"support/{k}/{fold}"] = np.asarray(draws.support, np.int64)
+        arrays[f"query/{k}/{fold}"] = np.asarray(draws.query, np.int64)
+        arrays[f"slice_ids/{k}/{fold}"] = np.asarray(draws.slice_ids, np.int64)
     document = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "config": asdict(results.config),
@@ -115,7 +112,7 @@ def save_results(results, folder) -> Path:
                      for name in names],
         "slices": results.slices,
         "chosen": chosen, "val_rmse": val_rmse, "option_rmse": option_rmse,
-        "draw_splits": {str(k): [d.split for d in results.draws[k]] for k in results.draws},
+        "draws": [[k, fold, draws.split] for (k, fold), draws in results.draws.items()],
         "diverged": [[name, fold, seed, int(it)] for (name, fold, seed), it in results.diverged.items()],
         "seconds": float(results.seconds),
     }
@@ -142,7 +139,9 @@ def load_results(folder):
         Naming the file and what is wrong (missing, not JSON, not a galmeta result, an array that would
         need code to load, a missing or inconsistent entry).
     """
-    from galmeta.evaluate import Draws, EvaluationConfig, EvaluationResults
+    from galmeta.evaluation_config import EvaluationConfig
+    from galmeta.learners import Draws
+    from galmeta.results import EvaluationResults
 
     folder = Path(folder)
     json_path, arrays_path = folder / RESULTS_JSON, folder / RESULTS_ARRAYS
@@ -203,20 +202,18 @@ def _rebuild(document, arrays, EvaluationConfig, EvaluationResults, Draws):
     for key, values in arrays.items():
         kind, *parts = key.split("/")
         if kind in ("prediction", "margin"):
-            index, k, seed, fold = (int(p) for p in parts)
+            index, k, fold, seed = (int(p) for p in parts)
             store = results.predictions if kind == "prediction" else results.margins
-            store.setdefault((names[index], k), {}).setdefault(seed, {})[fold] = values
-    splits = document["draw_splits"]
-    for k_text, fold_splits in splits.items():
-        k = int(k_text)
-        for i, split in enumerate(fold_splits):
-            results.labels.setdefault(k, []).append(arrays[f"labels/{k}/{i}"])
-            results.truth.setdefault(k, []).append(arrays[f"truth/{k}/{i}"])
-            results.draws.setdefault(k, []).append(Draws(split, k, arrays[f"slice_ids/{k}/{i}"],
-                                                         arrays[f"support/{k}/{i}"], arrays[f"query/{k}/{i}"]))
-    for (name, k), per_seed in results.predictions.items():
-        for seed, per_fold in per_seed.items():
-            for fold, values in per_fold.items():
-                if (name, k) not in results.margins or values.shape != results.margins[(name, k)][seed][fold].shape:
-                    raise ResultsFileError(f"predictions and margins of {name!r} at K={k} do not match")
+            store[(names[index], k, fold, seed)] = values
+    for k, fold, split in document["draws"]:
+        k, fold = int(k), int(fold)
+        results.labels[(k, fold)] = arrays[f"labels/{k}/{fold}"]
+        results.truth[(k, fold)] = arrays[f"truth/{k}/{fold}"]
+        results.draws[(k, fold)] = Draws(str(split), k, arrays[f"slice_ids/{k}/{fold}"], arrays[f"support/{k}/{fold}"],
+                                         arrays[f"query/{k}/{fold}"])
+    for key, values in results.predictions.items():
+        if key not in results.margins or values.shape != results.margins[key].shape:
+            raise ResultsFileError(f"predictions and margins of {key[0]!r} at K={key[1]} do not match")
+        if values.shape != results.truth[(key[1], key[2])].shape:
+            raise ResultsFileError(f"predictions of {key[0]!r} at K={key[1]}, fold {key[2]} do not match the draws")
     return results

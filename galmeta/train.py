@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -39,22 +38,6 @@ def build_parser(parser=None):
     return parser
 
 
-def _init_process_group():
-    """Initialise torch.distributed when launched by torchrun; returns (rank, world_size, device)."""
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return None
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_nccl = torch.cuda.is_available() and torch.cuda.device_count() > local_rank
-    dist.init_process_group(backend="nccl" if use_nccl else "gloo")
-    if use_nccl:
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
 def run(args) -> dict:
     """Meta-train as the arguments say; returns a summary (also printed by rank 0 as JSON)."""
     import numpy as np
@@ -64,10 +47,11 @@ def run(args) -> dict:
     from galmeta import maml_torch as mt
     from galmeta.config import seed_everything, try_device
     from galmeta.data import load_galaxies
+    from galmeta.distributed import distributed_context, init_process_group
     from galmeta.tasks import prepare_galaxy_tasks
 
-    group_device = _init_process_group()
-    rank, world = mt.distributed_context()
+    group_device = init_process_group()
+    rank, world = distributed_context()
     device = torch.device(args.device) if args.device else (group_device or try_device())
     seed_everything(args.seed)
     data = prepare_galaxy_tasks(load_galaxies(), fold=args.fold)

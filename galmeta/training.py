@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
+
+from galmeta.safe_files import exclusive_lock
 
 __all__ = ["EarlyStopping", "DivergenceGuard", "meta_train"]
 
@@ -79,7 +82,61 @@ def _validation_batches(val_tasks):
 
 def meta_train(learner, sample_tasks, n_iterations, val_tasks=None, eval_every=100, patience=None, checkpoint=None,
                progress=None, rng=None, on_divergence="raise"):
-    """The loop of :meth:`galmeta.maml_torch.MetaLearner.fit` (arguments validated there)."""
+    """Meta-train ``learner`` (a :class:`galmeta.maml_torch.MetaLearner`): the loop behind its ``fit``.
+
+    Parameters
+    ----------
+    sample_tasks : callable
+        ``sample_tasks(rng, n_tasks) -> (xs, ys, xq, yq)`` (NumPy or tensors).
+    n_iterations : int
+        Meta-updates to run (counted from the learner's current ``iteration``, so a
+        resumed learner continues).
+    val_tasks : tuple or list of tuples, optional
+        A fixed ``(xs, ys, xq, yq)`` batch of meta-validation tasks for early stopping, or a list of such
+        batches (for example one per support size K): their losses are averaged.
+    eval_every : int, default 100
+    patience : int, optional
+        Stop after this many evaluations without improvement; the best
+        parameters are restored at the end.
+    checkpoint : path, optional
+        Saved every ``eval_every`` iterations and at the end (model, optimiser, config, seed, history, rng),
+        with or without ``val_tasks``.
+    progress : bool, optional
+        Progress bar (default: on, except in batch execution; :func:`galmeta.config.progress_bar`).
+    rng : numpy.random.Generator, optional
+        Default: seeded from ``config.seed``.
+    on_divergence : {"raise", "stop"}, default "raise"
+        What to do when training diverges (below). ``"stop"`` ends training with a ``RuntimeWarning``,
+        keeps the parameters with the best validation loss so far (without ``val_tasks``, or before the
+        first evaluation, those it started from) and records the iteration in ``learner.diverged_at``: for
+        long unattended runs such as the evaluation, which must report a diverging learner, not crash.
+
+    Only one training at a time writes a checkpoint file: a second one is refused before it trains
+    (:class:`galmeta.safe_files.LockTimeout`).
+
+    Raises
+    ------
+    FloatingPointError
+        When the meta-loss stops being finite, or grows a million-fold over its first values (a
+        ``RuntimeWarning`` comes first, at a thousand-fold): training diverges.
+    """
+    if isinstance(n_iterations, bool) or not isinstance(n_iterations, (int, np.integer)) or n_iterations < 0:
+        raise ValueError(f"n_iterations must be an integer >= 0, got {n_iterations!r}")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
+        raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
+    if on_divergence not in ("raise", "stop"):
+        raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}")
+    arguments = dict(val_tasks=val_tasks, eval_every=eval_every, patience=patience, checkpoint=checkpoint,
+                     progress=progress, rng=rng, on_divergence=on_divergence)
+    if checkpoint is None or learner.rank != 0:
+        return _meta_train(learner, sample_tasks, n_iterations, **arguments)
+    # one training per checkpoint file: a second one is refused before it starts, not after it trained
+    with exclusive_lock(Path(str(checkpoint) + ".lock"), f"the checkpoint {checkpoint}", timeout=0):
+        return _meta_train(learner, sample_tasks, n_iterations, **arguments)
+
+
+def _meta_train(learner, sample_tasks, n_iterations, val_tasks, eval_every, patience, checkpoint, progress, rng,
+                on_divergence):
     from galmeta.config import progress_bar
 
     rng = rng or np.random.default_rng(learner.config.seed + learner.iteration)

@@ -111,7 +111,7 @@ assert len(results.slices) >= 30
 
 # %%
 for k in config.ks:
-    for fold_draws, fold in zip(results.draws[k], config.folds):
+    for fold_draws, fold in zip(results.draws_of(k), config.folds):
         data = catalogue.fold(fold)
         used = np.concatenate([fold_draws.support.ravel(), fold_draws.query.ravel()])
         assert np.isin(used, data.indices("test")).all()
@@ -312,7 +312,7 @@ for k in config.ks:
 #    *unshrunk* mean support residual (no empirical-Bayes factor), run it with `run_evaluation` on one fold and
 #    seed beside `pooled ridge + slice offset`, and store the paired RMSE differences (raw minus shrunk) at
 #    $K = 1$ and $K = 20$ in `raw_minus_shrunk`. When does shrinking matter, and why?
-#    *Hint:* subclass `ev.Learner`, set `name`, and implement `fit(data, seed, shared)` and
+#    *Hint:* subclass `ev.Learner`, set `name`, and implement `fit(data, seed, context)` and
 #    `predict(data, draws, option)`; `gb.PooledRidge().fit(...)` and its `base_predict(data, galaxies)` give the
 #    pooled part. With one galaxy the mean residual is mostly noise; with twenty it is mostly the offset.
 # 3. **Stretch: ranking, not thresholding.** Balanced accuracy judges one threshold; ROC AUC judges the ranking
@@ -343,8 +343,8 @@ from galmeta import baselines as gb
 class RidgePlusRawOffset(ev.Learner):
     name = "pooled ridge + raw offset"
 
-    def fit(self, data, seed, shared):
-        self.base = gb.PooledRidge().fit(data, seed, shared)
+    def fit(self, data, seed, context):
+        self.base = gb.PooledRidge().fit(data, seed, context)
         return self
 
     def predict(self, data, draws, option=None):

@@ -225,7 +225,7 @@ results.write(repository_root() / "build" / "results" / f"sami_{MODE}", summary=
 
 # %%
 assert len(results.slices) == len(names) - sum(catalogue.fold(f, min_size=25).dropped["test"] for f in range(5))
-for fold_draws, fold in zip(results.draws[10], config.folds):
+for fold_draws, fold in zip(results.draws_of(10), config.folds):
     data = catalogue.fold(fold, min_size=25)
     assert np.isin(fold_draws.query, data.indices("test")).all() and not np.isin(fold_draws.query, data.indices("train")).any()
 

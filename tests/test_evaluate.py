@@ -96,7 +96,7 @@ def test_protocol_on_a_synthetic_catalogue(tmp_path):
     for k in (1, 5):
         for fold_index, fold in enumerate((0, 1)):
             data = catalogue.fold(fold, min_size=45)
-            used = results.draws[k][fold_index].query
+            used = results.draws_of(k)[fold_index].query
             assert np.isin(used, data.indices("test")).all() and not np.isin(used, data.indices("val")).any()
     np.testing.assert_array_equal(results.residuals("ceiling: perfect u - r", 5), 0.0)
     assert results.best_baseline(5) in results.names("baseline")

@@ -293,7 +293,7 @@ def test_the_multi_step_loss_differentiates_as_the_algorithm_says(algorithm):
     weights = mt.multi_step_weights(2, learner.iteration, 100)
     for second_order, name in ((True, "second"), (False, "first")):
         path = learner._adapted(batch[0], batch[1], 2, create_graph=second_order, trajectory=True)
-        reference = sum(float(w) * mt._task_mse(mt._batched_forward(learner.model, p, batch[2]), batch[3]).mean()
+        reference = sum(float(w) * mt.task_mse(mt.batched_forward(learner.model, p, batch[2]), batch[3]).mean()
                         for w, p in zip(weights, path))
         expected = torch.autograd.grad(reference, params)
         same = all(torch.allclose(a, b, rtol=1e-12, atol=1e-14) for a, b in zip(got, expected))

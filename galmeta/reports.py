@@ -1,0 +1,154 @@
+"""Tables of an evaluation: rows with intervals, CSV files and Markdown (the README's tables come from here)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from galmeta import metrics as gm
+
+__all__ = ["SUMMARY_METRICS", "summary_rows", "paired_rows", "slice_rows", "write_tables", "summary_markdown",
+           "paired_markdown"]
+
+#: ROC AUC is available (``results.interval(name, k, "roc_auc")``) but left out by default: ranking every
+#: resample's scores makes it the slowest metric by far, and balanced accuracy answers the red/blue question.
+SUMMARY_METRICS = ("rmse", "sigma_nmad", "bias", "worst_draw_rmse", "tail_fraction", "balanced_accuracy")
+
+
+def summary_rows(results, metrics=SUMMARY_METRICS, n_resamples=1000):
+    """One row per learner and K: each metric as an :class:`galmeta.metrics.Interval`."""
+    rows = []
+    for k in results.ks:
+        for name, learner in results.learners.items():
+            row = {"learner": name, "group": learner.group, "K": k, "chosen": results.chosen_options(name, k)}
+            for metric in metrics:
+                if metric in ("balanced_accuracy", "roc_auc") or learner.regression:
+                    row[metric] = results.interval(name, k, metric, n_resamples)
+                else:
+                    row[metric] = None
+            rows.append(row)
+    return rows
+
+def paired_rows(results, metrics=("rmse", "sigma_nmad", "balanced_accuracy"), n_resamples=1000):
+    """For every K and meta-learner: the paired difference to the best non-meta baseline (the headline)."""
+    rows = []
+    for k in results.ks:
+        reference = results.best_baseline(k)
+        for name in results.names("meta-learner") + [n for n in results.names("baseline") if n != reference]:
+            row = {"K": k, "learner": name, "group": results.learners[name].group, "reference": reference}
+            for metric in metrics:
+                row[metric] = results.paired(name, reference, k, metric, n_resamples)
+            rows.append(row)
+    return rows
+
+def slice_rows(results):
+    """Per learner, K, seed and slice: RMSE, bias, sigma_NMAD, worst draw and balanced accuracy."""
+    rows = []
+    n_slices = len(results.slices)
+    for name, k in dict.fromkeys((name, k) for name, k, _, _ in results.predictions):
+        learner = results.learners[name]
+        residuals, scores, labels = results.residuals(name, k), results.scores(name, k), results.label_array(k)
+        for i_seed, seed in enumerate(results.config.seeds):
+            for s in range(n_slices):
+                r = residuals[i_seed, s]
+                predicted = scores[i_seed, s] >= 0
+                rows.append({**results.slices[s], "learner": name, "K": k, "seed": seed,
+                             "chosen": learner.describe(results.chosen[(name, k, results.slices[s]["fold"], seed)]),
+                             "rmse": float(np.sqrt(np.mean(r ** 2))), "bias": float(np.mean(r)),
+                             "sigma_nmad": float(gm.sigma_nmad(r.ravel())),
+                             "worst_draw_rmse": float(np.sqrt(np.mean(r ** 2, axis=-1)).max()),
+                             "balanced_accuracy": float(gm.balanced_accuracy(labels[s].ravel(), predicted.ravel()))})
+    return rows
+
+# -- output -------------------------------------------------------------------------
+def write_tables(results, folder, n_resamples=1000, summary=None, paired=None):
+    """Write ``redness_per_slice.csv``, ``redness_summary.{csv,md}`` and ``redness_paired.{csv,md}``.
+
+    ``summary`` and ``paired`` are rows already computed by :func:`summary_rows` and :func:`paired_rows`
+    (computed here when not given).
+
+    Returns
+    -------
+    summary_rows, paired_rows : list of dict
+        As :func:`summary_rows` and :func:`paired_rows` computed them (for figures, without a second bootstrap).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_csv(folder / "redness_per_slice.csv", slice_rows(results))
+    summary = summary if summary is not None else summary_rows(results, n_resamples=n_resamples)
+    paired = paired if paired is not None else paired_rows(results, n_resamples=n_resamples)
+    _write_csv(folder / "redness_summary.csv", _intervals_to_columns(summary))
+    _write_csv(folder / "redness_paired.csv", _intervals_to_columns(paired))
+    (folder / "redness_summary.md").write_text(summary_markdown(summary) + "\n")
+    (folder / "redness_paired.md").write_text(paired_markdown(paired, results) + "\n")
+    return summary, paired
+
+
+def _intervals_to_columns(rows):
+    out = []
+    for row in rows:
+        flat = {}
+        for key, value in row.items():
+            if isinstance(value, gm.Interval):
+                flat.update({key: f"{value.estimate:.5f}", f"{key}_lo": f"{value.lo:.5f}", f"{key}_hi": f"{value.hi:.5f}",
+                             f"{key}_seed_sd": f"{value.seed_sd:.5f}"})
+            elif value is None:
+                flat.update({key: "", f"{key}_lo": "", f"{key}_hi": "", f"{key}_seed_sd": ""})
+            else:
+                flat[key] = value
+        out.append(flat)
+    return out
+
+
+def _write_csv(path, rows):
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.5f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return path
+
+
+def _cell(value, spec=".3f"):
+    return "—" if value is None else format(value, spec)
+
+
+def summary_markdown(rows, metrics=("rmse", "sigma_nmad", "worst_draw_rmse", "tail_fraction", "balanced_accuracy")):
+    """The summary table in Markdown: estimate [95% slice-bootstrap interval]."""
+    header = "| K | learner | " + " | ".join(metrics) + " | chosen on meta-validation |"
+    lines = [header, "|" + "---|" * (len(metrics) + 3)]
+    for row in rows:
+        lines.append(f"| {row['K']} | {row['learner']} | " + " | ".join(_cell(row[m]) for m in metrics)
+                     + f" | {row['chosen']} |")
+    return "\n".join(lines)
+
+
+def paired_markdown(rows, results=None):
+    """The headline table: paired differences to the best non-meta baseline, with slices and seeds."""
+    lines = []
+    if results is not None:
+        lines.append(f"Paired differences (learner minus the best non-meta baseline chosen on meta-validation), "
+                     f"{len(results.slices)} meta-test slices x {results.config.n_draws} draws, "
+                     f"{len(results.config.seeds)} training seed(s); 95% interval from resampling slices, then draws; "
+                     f"seed sd = standard deviation of the difference over training seeds.\n")
+        n_draws = len(results.config.seeds) * len(results.slices) * results.config.n_draws
+        failed = [f"{name} at K={k}: {n} of {n_draws} draws"
+                  for k in results.ks for name in results.learners if (n := results.non_finite_draws(name, k))]
+        if failed:
+            lines.append("Predictions that are not finite (adaptation overflowed; counted as infinite errors): "
+                         + "; ".join(failed) + ".\n")
+        diverged = getattr(results, "diverged", {})
+        if diverged:
+            lines.append("Meta-trainings that diverged (stopped there, predicting with their best meta-validation "
+                         "state): " + "; ".join(f"{name}, fold {fold}, seed {seed}, iteration {it}"
+                                                for (name, fold, seed), it in sorted(diverged.items())) + ".\n")
+    lines += ["| K | learner | reference | ΔRMSE (mag) | seed sd | Δσ_NMAD (mag) | Δ balanced accuracy |",
+              "|---|---|---|---|---|---|---|"]
+    signed = lambda iv: f"{iv.estimate:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"
+    for row in rows:
+        lines.append(f"| {row['K']} | {row['learner']} | {row['reference']} | {signed(row['rmse'])} | "
+                     f"{row['rmse'].seed_sd_text} | {signed(row['sigma_nmad'])} | {signed(row['balanced_accuracy'])} |")
+    return "\n".join(lines)
+
