@@ -11,6 +11,10 @@ The course has one switch, the environment variable ``GALMETA_MODE``:
     Opt-in heavy runs: the paper's 70,000 meta-iterations, full evaluation grids.
 
 The mode changes *how much* is computed (galaxies, tasks, iterations), never *what*.
+
+A second variable, ``GALMETA_THREADS``, sets PyTorch's CPU threads (:func:`apply_thread_policy`): 1 by
+default, because galmeta's networks are small and PyTorch's threads spin while they wait for each other,
+which turns a machine shared with a browser or a second notebook into a crawl.
 """
 from __future__ import annotations
 
@@ -39,6 +43,43 @@ def _read_mode() -> str:
 MODE: str = _read_mode()
 
 DEFAULT_SEED = 20170703  # MAML's arXiv v3 date; any fixed number would do.
+
+#: PyTorch CPU threads when ``GALMETA_THREADS`` is unset. galmeta's networks are small (40-40 MLPs):
+#: one matrix product takes microseconds, so a second thread mostly waits, spinning, for the first. Measured
+#: by ``benchmarks/thread_policy.py`` on a 2-core machine: alone, 1 and 2 threads run a sinusoid MAML step
+#: at about the same rate; beside one busy process, 2 threads fall to a fraction of it while 1 keeps it.
+DEFAULT_THREADS = 1
+
+
+def _read_threads() -> int | None:
+    """``GALMETA_THREADS``: a whole number of threads >= 1, or ``torch`` for PyTorch's own default (None)."""
+    value = os.environ.get("GALMETA_THREADS", str(DEFAULT_THREADS)).strip().lower()
+    if value in ("torch", "default"):
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(
+            f"GALMETA_THREADS={value!r} is not a number of threads >= 1 (or 'torch' for PyTorch's default): "
+            "unset it (one thread, the fastest for galmeta's small networks) or e.g. `export GALMETA_THREADS=2`."
+        )
+    return int(value)
+
+
+#: PyTorch's CPU threads as galmeta sets them (None: PyTorch's default), read once at import time.
+THREADS: int | None = _read_threads()
+
+
+def apply_thread_policy():
+    """Set PyTorch's intra-op CPU threads to :data:`THREADS` (once, before any work; GPU kernels are unaffected).
+
+    Called when :mod:`galmeta.maml_torch` is imported, so every PyTorch learner of the course, and every rank
+    of the data-parallel launcher, runs with one thread unless ``GALMETA_THREADS`` says otherwise. Returns the
+    number of threads PyTorch now uses.
+    """
+    import torch
+
+    if THREADS is not None and torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
+    return torch.get_num_threads()
 
 
 def by_mode(ci, laptop, full=None):

@@ -59,7 +59,7 @@ from torch import nn
 
 from galmeta.algorithms import ALGORITHM_NAMES, traits_of
 from galmeta.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from galmeta.config import try_device
+from galmeta.config import apply_thread_policy, try_device
 from galmeta.distributed import average_gradients, broadcast_from_rank_0, distributed_context
 from galmeta.inner_loop import InnerLoop
 # the functional pieces and the configuration, importable from here as the notebooks do
@@ -83,6 +83,8 @@ __all__ = [
     "multi_step_weights",
     "CheckpointError",
 ]
+
+apply_thread_policy()  # one place, before any work: GALMETA_THREADS, else one thread (galmeta.config)
 
 #: The algorithms' names (their traits: :data:`galmeta.algorithms.ALGORITHMS`).
 ALGORITHMS = ALGORITHM_NAMES

@@ -741,3 +741,17 @@ def test_the_colab_cell_pins_the_course_commit_and_guards_the_url(tmp_path):
     finally:
         del os.environ["GALMETA_REPOSITORY"]
     assert calls == []
+
+
+# --- threads ------------------------------------------------------------------------------------------------
+def test_pytorch_runs_one_thread_unless_told_otherwise():
+    script = "import torch, galmeta.maml_torch; print(torch.get_num_threads())"
+    env = {k: v for k, v in os.environ.items() if k != "GALMETA_THREADS"}
+    one = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert one.stdout.strip() == "1", one.stderr
+    two = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**env, "GALMETA_THREADS": "2"})
+    assert two.stdout.strip() == "2", two.stderr
+    bad = subprocess.run([sys.executable, "-m", "galmeta.cli", "data", "info"], capture_output=True, text=True,
+                         env={**env, "GALMETA_THREADS": "many"})
+    assert bad.returncode == 2 and "GALMETA_THREADS='many' is not a number of threads >= 1" in bad.stderr
