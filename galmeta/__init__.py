@@ -7,7 +7,8 @@ every module, that no module imports itself through others, and that modules and
 Set-up and plumbing
     ``galmeta.config``         run mode (CI / laptop / full), data home, seeds, device, progress bars
     ``galmeta.cli``            the ``galmeta`` command line (``python -m galmeta`` is the same)
-    ``galmeta.course``         generate, run and render the notebooks; student copies
+    ``galmeta.course``         generate and run the notebooks; student copies
+    ``galmeta.book``           the executed notebooks as a book (Sphinx, MyST-NB, sphinx-book-theme)
     ``galmeta.safe_files``     locks, atomic writes and exclusive creates for every file galmeta writes
 Data (notebooks 01, 06)
     ``galmeta.data``           the galaxy table: query, SkyServer client, reading, data home, snapshots

@@ -2,7 +2,8 @@
 
 The notebooks are jupytext ``py:percent`` files in ``notebooks/``; ``.ipynb``
 files are build products. This module generates them (``generate``), executes
-them in order into ``build/course/`` and prints a summary (``run``).
+them in order into ``build/course/`` and prints a summary (``run``); :mod:`galmeta.book` renders them as a
+book (``render``).
 
 Command line: ``galmeta course generate --out DIR``, ``galmeta course run [01 02 ...]`` and
 ``galmeta course render``.
@@ -196,49 +197,11 @@ def check_student_copies(folder: Path, select: list[str] | None = None):
         raise ValueError("student copies are not clean:\n  " + "\n  ".join(problems))
 
 
-def render_html(executed: Path | None = None, out: Path | None = None) -> Path:
-    """Static HTML of the executed notebooks plus an index page, for reading without running anything."""
-    import html
-    import urllib.parse
+def render_html(executed: Path | None = None, out: Path | None = None, quiet: bool = True) -> Path:
+    """The course book (:func:`galmeta.book.build_book`) from the executed notebooks; returns its index page."""
+    from galmeta.book import build_book
 
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    root = repository_root()
-    executed = Path(executed or root / "build" / "course")
-    out = Path(out or root / "build" / "site")
-    out.mkdir(parents=True, exist_ok=True)
-    notebooks = sorted(executed.glob("[0-9][0-9]_*.ipynb"))
-    if not notebooks:
-        raise FileNotFoundError(f"no executed notebooks in {executed}: run `make course` first")
-    summary = {}
-    summary_file = executed / "summary.json"
-    if summary_file.exists():
-        summary = {e["notebook"]: e for e in json.loads(summary_file.read_text())["notebooks"]}
-    exporter = HTMLExporter()
-    items = []
-    for path in notebooks:
-        notebook = nbformat.read(path, as_version=4)
-        body, _ = exporter.from_notebook_node(notebook)
-        figures = figure_count(notebook)
-        if body.count("<img") < figures:
-            raise ValueError(f"the page of {path.name} shows {body.count('<img')} of its {figures} figures; "
-                             "the HTML export dropped images")
-        (out / (path.stem + ".html")).write_text(body, encoding="utf-8")
-        title = next((c.source.splitlines()[0].lstrip("# ").strip() for c in notebook.cells if c.cell_type == "markdown"), path.stem)
-        entry = summary.get(path.stem, {})
-        results = "".join(f"<li>{html.escape(str(r))}</li>" for r in entry.get("results", []))
-        runtime = f"{float(entry['seconds']):.0f} s" if "seconds" in entry else "?"
-        page = urllib.parse.quote(path.stem + ".html")  # a file name is text, never markup
-        items.append(f'<li><a href="{html.escape(page, quote=True)}">{html.escape(title)}</a> '
-                     f'<small>({html.escape(runtime)}, {figures} figures)</small><ul>{results}</ul></li>')
-    mode = html.escape(str(json.loads(summary_file.read_text()).get("mode", "?"))) if summary_file.exists() else "?"
-    (out / "index.html").write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>galmeta course</title>"
-        "<style>body{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.5}small{color:#666}</style>"
-        f"</head><body><h1>galmeta: meta-learning on SDSS galaxies</h1><p>Executed notebooks (mode: {mode}).</p>"
-        f"<ol>{''.join(items)}</ol></body></html>", encoding="utf-8")
-    return out / "index.html"
+    return build_book(executed, out, quiet=quiet)
 
 
 #: Environment of batch execution: the inline backend (figures are captured as PNG outputs, whatever
@@ -256,13 +219,25 @@ def execute_notebook(path: Path, timeout: int = 3600, cwd: Path | None = None):
     seconds : float
     """
     import os
+    import shutil
+    import tempfile
 
     import nbformat
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    ipc_folder = tempfile.mkdtemp(prefix="galmeta-kernel-") if os.name == "posix" else None
+    options = {}
+    if ipc_folder:  # IPC sockets where the system has them: a kernel over TCP warns in the console about it
+
+        class IPCKernelManager(KernelManager):
+            def __init__(self, **kwargs):
+                super().__init__(transport="ipc", ip=os.path.join(ipc_folder, "kernel"), **kwargs)
+
+        options["kernel_manager_class"] = IPCKernelManager
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", **options,
                             resources={"metadata": {"path": str(cwd or repository_root() / "notebooks")}})
     saved = {key: os.environ.get(key) for key in BATCH_ENVIRONMENT}
     os.environ.update(BATCH_ENVIRONMENT)  # the kernel inherits this process's environment
@@ -278,6 +253,8 @@ def execute_notebook(path: Path, timeout: int = 3600, cwd: Path | None = None):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        if ipc_folder:
+            shutil.rmtree(ipc_folder, ignore_errors=True)
     seconds = time.perf_counter() - start
     nbformat.write(notebook, path)
     return status, seconds
@@ -335,8 +312,8 @@ def run_course(select: list[str] | None = None, out: Path | None = None, timeout
             print(f"  [{entry['notebook'][:2]}] {line}")
     if any(entry["status"] != "ok" for entry in summary):
         raise SystemExit(1)
-    index = render_html(out)
-    print(f"Browse the executed course without running anything: {index}")
+    index = render_html(out, out.parent / "site", quiet=False)  # build/course -> build/site
+    print(f"Browse the executed course as a book, without running anything: {index}")
     return summary
 
 

@@ -15,8 +15,8 @@
 # # 06 · Redness from element abundance, size and shape (SAMI DR3)
 #
 # The course began from a question: estimate a galaxy's **redness from its element abundance, its size and
-# its shape** (元素丰富度、星系大小、星系形状), in data that are high-dimensional, noisy, with missing values,
-# sparse and non-linear, with meta-learning. The SDSS table of notebooks 01–05 has none of those physical
+# its shape**, in data that are high-dimensional, noisy, with missing values, sparse and non-linear, with
+# meta-learning (the question was first posed in Chinese). The SDSS table of notebooks 01–05 has none of those physical
 # properties offline. The SAMI Galaxy Survey does: integral-field spectroscopy gives stellar metallicity
 # $[Z/H]$ and $[\alpha/\mathrm{Fe}]$, photometry gives sizes and shapes, for the same galaxies.
 #

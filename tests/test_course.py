@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
@@ -180,3 +181,16 @@ def test_regenerating_student_copies_keeps_a_students_edits(tmp_path, monkeypatc
     assert "my_answer" not in first[0].read_text(), "the fresh copy is clean"
     course.make_student_copies(select=["01"])  # unchanged copies are simply refreshed, nothing more kept
     assert len(list((tmp_path / "build" / "student").glob("*.kept-*.ipynb"))) == 1
+
+
+def test_running_the_course_prints_only_the_courses_own_lines(tmp_path):
+    """No kernel warning about its transport (IPC sockets where the system has them); the book is built."""
+    script = ("from pathlib import Path\nfrom galmeta.course import run_course\n"
+              f"run_course(['01'], out=Path({str(tmp_path / 'course')!r}))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "GALMETA_MODE": "ci"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Kernel is running over TCP" not in done.stdout + done.stderr
+    assert "WARNING" not in done.stderr, done.stderr[-2000:]
+    assert (tmp_path / "site" / "01_fetch_sdss.html").is_file() and "course book:" in done.stdout
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("kernel")], "IPC socket files left behind"

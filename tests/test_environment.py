@@ -26,6 +26,8 @@ def test_environment_yml_matches_pyproject():
     for dep in env["dependencies"]:
         if isinstance(dep, str) and _name(dep) not in ("python", "pip"):
             conda_side.add(CONDA_NAMES.get(_name(dep), _name(dep)))
+        elif isinstance(dep, dict):  # packages conda-forge lacks, installed by pip
+            conda_side |= {_name(p) for p in dep.get("pip", []) if not p.startswith("-")}
     assert pip_side == conda_side, f"only in pyproject: {pip_side - conda_side}; only in environment.yml: {conda_side - pip_side}"
     assert "conda-forge" in env["channels"] and "nodefaults" in env["channels"]
     assert any(isinstance(d, dict) and "-e ." in d.get("pip", []) for d in env["dependencies"])
