@@ -9,6 +9,7 @@ Set-up and plumbing
     ``galmeta.cli``            the ``galmeta`` command line (``python -m galmeta`` is the same)
     ``galmeta.course``         generate and run the notebooks; student copies
     ``galmeta.book``           the executed notebooks as a book (Sphinx, MyST-NB, sphinx-book-theme)
+    ``galmeta.course_files``   the checkout, the commit the notebooks come from, a notebook's figures
     ``galmeta.safe_files``     locks, atomic writes and exclusive creates for every file galmeta writes
 Data (notebooks 01, 06)
     ``galmeta.data``           the galaxy table: query, SkyServer client, reading, data home, snapshots

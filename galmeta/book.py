@@ -191,7 +191,7 @@ def build_book(executed: Path | None = None, out: Path | None = None, quiet: boo
     """
     import nbformat
 
-    from galmeta.course import _source_commit, figure_count, repository_root
+    from galmeta.course_files import figure_count, repository_root, source_commit
 
     root = repository_root()
     executed = Path(executed or root / "build" / "course")
@@ -210,7 +210,7 @@ def build_book(executed: Path | None = None, out: Path | None = None, quiet: boo
     source = out.parent / (out.name + "-source")
     shutil.rmtree(source, ignore_errors=True)
     source.mkdir(parents=True)
-    repository, commit = repository_url(), _source_commit(root / "notebooks")
+    repository, commit = repository_url(), source_commit(root / "notebooks")
     chapters = []
     for path in notebooks:
         notebook = nbformat.read(path, as_version=4)
@@ -254,7 +254,7 @@ def _check_pages(out: Path, notebooks):
     """Every chapter has its page, and every figure of its notebook is an image on it."""
     import nbformat
 
-    from galmeta.course import figure_count
+    from galmeta.course_files import figure_count
 
     for path in notebooks:
         page = out / f"{path.stem}.html"

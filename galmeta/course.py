@@ -15,22 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from galmeta.course_files import figure_count, repository_root, source_commit
+
 __all__ = ["repository_root", "notebook_sources", "generate_notebooks", "run_course", "make_student_copies",
            "check_student_copies", "render_html"]
-
-
-def repository_root() -> Path:
-    """The checkout that holds ``notebooks/`` (the package is installed editable)."""
-    here = Path(__file__).resolve().parent.parent
-    if (here / "notebooks").is_dir():
-        return here
-    cwd = Path.cwd()
-    for folder in (cwd, *cwd.parents):
-        if (folder / "notebooks").is_dir() and (folder / "galmeta").is_dir():
-            return folder
-    raise FileNotFoundError(
-        "cannot find the course's notebooks/ folder: run this from a clone of the galmeta repository"
-    )
 
 
 def notebook_sources(select: list[str] | None = None, root: Path | None = None) -> list[Path]:
@@ -68,7 +56,7 @@ def generate_notebooks(out: Path, select: list[str] | None = None, strip_solutio
         if strip_solutions:
             notebook.cells = [c for c in notebook.cells if "solution" not in c.metadata.get("tags", [])]
         notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
-        commit = _source_commit(source.parent)
+        commit = source_commit(source.parent)
         for index, cell in enumerate(notebook.cells):
             cell.id = f"cell-{index}"  # deterministic: the same source gives the same bytes (and clean diffs)
             if commit and cell.cell_type == "code" and COMMIT_PLACEHOLDER in cell.source:
@@ -82,23 +70,6 @@ def generate_notebooks(out: Path, select: list[str] | None = None, strip_solutio
 
 #: The line of every notebook's install cell that names the commit to install (see :func:`generate_notebooks`).
 COMMIT_PLACEHOLDER = 'COURSE_COMMIT = "main"'
-
-
-def _source_commit(folder: Path) -> str | None:
-    """The commit of the clone the notebooks come from (None outside a git checkout or with local changes)."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--", "."], capture_output=True,
-                               text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = head.stdout.strip()
-    if head.returncode != 0 or dirty.returncode != 0 or dirty.stdout.strip() or len(commit) != 40:
-        return None  # a notebook edited since the last commit is not what that commit installs
-    return commit
 
 
 def _solution_cells(notebook):
@@ -268,11 +239,6 @@ def _short_error(text: str) -> str:
     lines = [line for line in plain.strip().splitlines() if line.strip()]
     errors = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception|Warning)\b", line)]
     return errors[-1] if errors else (lines[-1] if lines else "the notebook failed")
-
-
-def figure_count(notebook) -> int:
-    """Number of PNG figures in an executed notebook's outputs."""
-    return sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
 
 
 def run_course(select: list[str] | None = None, out: Path | None = None, timeout: int = 3600) -> list[dict]:

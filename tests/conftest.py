@@ -63,3 +63,33 @@ def replay(monkeypatch):
 
 def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
+
+
+def headless_chromium(profile, window="1400,1000", extra_arguments=(), log_network=False):
+    """A selenium driver for Debian's headless chromium (``BROWSER`` and ``DRIVER`` found on the PATH)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     f"--window-size={window}", f"--user-data-dir={profile}", *extra_arguments):
+        options.add_argument(argument)
+    if log_network:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def wait_for(condition, seconds, what, poll=0.25):
+    """The first truthy value of ``condition()`` within ``seconds``, else the test fails naming ``what``."""
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    pytest.fail(f"timed out after {seconds} s waiting for {what}")

@@ -733,7 +733,7 @@ def test_the_colab_cell_pins_the_course_commit_and_guards_the_url(tmp_path):
     path = course.generate_notebooks(tmp_path, ["01"])[0]
     cell = next(c for c in __import__("nbformat").read(path, as_version=4).cells if c.cell_type == "code")
     assert '"fetch", "-q", "--depth=1", "--", url.strip(), commit]' in cell.source
-    commit = course._source_commit(course.repository_root() / "notebooks")
+    commit = course.source_commit(course.repository_root() / "notebooks")
     assert f'COURSE_COMMIT = "{commit or "main"}"' in cell.source
     calls = []
     namespace = {"__name__": "colab"}

@@ -19,6 +19,7 @@ import time
 import nbformat
 import pytest
 
+from conftest import headless_chromium, wait_for
 from galmeta import course
 from galmeta.book import build_book
 
@@ -104,31 +105,15 @@ def browser(tmp_path_factory):
     if not (BROWSER and DRIVER):
         pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
                     ".ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = BROWSER
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1300,900", "--disable-background-networking", "--no-first-run",
-                     # nothing but this machine resolves: a request to any other host fails here
-                     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-                     f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    # nothing but this machine resolves: a request to any other host fails here
+    driver = headless_chromium(tmp_path_factory.mktemp("chromium"), window="1300,900", log_network=True,
+                               extra_arguments=("--disable-background-networking", "--no-first-run",
+                                                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"))
     yield driver
     driver.quit()
 
 
-def _wait(condition, seconds, what):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"waited {seconds} s for {what}")
+_wait = wait_for
 
 
 def _requested_urls(browser):

@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 
+from conftest import headless_chromium, wait_for
 from galmeta import course
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -78,27 +79,12 @@ def jupyterlab(tmp_path):
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = BROWSER
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = headless_chromium(tmp_path / "profile")
     yield driver
     driver.quit()
 
 
-def _wait(condition, seconds, what):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {seconds} s waiting for {what}")
+_wait = wait_for
 
 
 def _started(browser):
