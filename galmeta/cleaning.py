@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["STRATEVA_UR_CUT", "SENTINELS", "MAGNITUDE_RANGE", "COLOUR_RANGES", "CleaningReport", "clean_galaxies",
-           "TARGET_NAME", "FEATURE_BANDS", "redness_targets", "galaxy_features"]
+           "TARGET_NAME", "FEATURE_BANDS", "FEATURE_SOURCES", "FORBIDDEN_SOURCES", "redness_targets",
+           "galaxy_features"]
 
 #: Strateva et al. (2001, AJ 122, 1861): the u - r = 2.22 cut separates the red
 #: (early-type) and blue (late-type) SDSS galaxies.
@@ -195,6 +196,25 @@ def redness_targets(clean):
     u_r = np.asarray(clean["dered_u"], float) - np.asarray(clean["dered_r"], float)
     u_r_err = np.hypot(np.asarray(clean["err_u"], float), np.asarray(clean["err_r"], float))
     return u_r, u_r_err, u_r >= STRATEVA_UR_CUT
+
+
+#: The table columns each feature of :func:`galaxy_features` is computed from.
+FEATURE_SOURCES = {
+    "dered_r": ("dered_r",),
+    "g_minus_r": ("dered_g", "dered_r"),
+    "r_minus_i": ("dered_r", "dered_i"),
+    "i_minus_z": ("dered_i", "dered_z"),
+    **{f"log_err_{band}": (f"err_{band}",) for band in FEATURE_BANDS},
+    "photoZ": ("photoZ",),
+    "photoErr": ("photoErr",),
+}
+
+#: Columns no feature may be computed from (:func:`galmeta.leaks.refuse_target_sources`), and why.
+FORBIDDEN_SOURCES = {
+    "dered_u": "the target's band", "err_u": "the target's error",
+    **{column: "measured from the spectrum" for column in ("z", "zErr", "zWarning", "class", "subClass")},
+    "photoZ": "estimated from all five bands, u included", "photoErr": "estimated from all five bands, u included",
+}
 
 
 def galaxy_features(clean, include_photoz: bool = False):

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # the pipeline's first steps live in their own modules; their names stay importable from here
-from galmeta.cleaning import (FEATURE_BANDS, SENTINELS, STRATEVA_UR_CUT, TARGET_NAME, CleaningReport,
-                              clean_galaxies, galaxy_features, redness_targets)
-from galmeta.leaks import LeakReport, TargetLeakError, best_threshold_accuracy, measure_leaks
+from galmeta.cleaning import (FEATURE_BANDS, FEATURE_SOURCES, FORBIDDEN_SOURCES, SENTINELS, STRATEVA_UR_CUT,
+                              TARGET_NAME, CleaningReport, clean_galaxies, galaxy_features, redness_targets)
+from galmeta.leaks import LeakReport, TargetLeakError, best_threshold_accuracy, measure_leaks, refuse_target_sources
 
 __all__ = [
     "STRATEVA_UR_CUT",
@@ -45,6 +45,9 @@ __all__ = [
     "TargetLeakError",
     "LeakReport",
     "measure_leaks",
+    "refuse_target_sources",
+    "FEATURE_SOURCES",
+    "FORBIDDEN_SOURCES",
     "best_threshold_accuracy",
     "Task",
     "redshift_splits",
@@ -349,6 +352,8 @@ def build_catalogue(table, include_photoz=False):
             f"empty or all sentinel values; check the table's source.\n{report}"
         )
     X_raw, names = galaxy_features(clean, include_photoz=include_photoz)
+    if not include_photoz:  # include_photoz is notebook 02's deliberate leak, measured there
+        refuse_target_sources({name: FEATURE_SOURCES[name] for name in names}, FORBIDDEN_SOURCES)
     target, target_err, is_red = redness_targets(clean)
     return GalaxyCatalogue(clean=clean, report=report, X_raw=X_raw, feature_names=names, target=target,
                            target_err=target_err, is_red=is_red, redshift=np.asarray(clean["z"], float))

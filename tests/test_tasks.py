@@ -15,11 +15,13 @@ def synthetic_table(n=3000, seed=0):
     red = rng.random(n) < 0.5
     r = rng.uniform(14.5, 17.7, n)
     g_r = np.where(red, 0.75, 0.45) + 2.0 * z + rng.normal(0, 0.04, n)
-    mags = {"u": r + g_r + np.where(red, 1.7, 1.1), "g": r + g_r, "r": r, "i": r - 0.3 - 0.5 * z, "z": r - 0.5 - z}
+    # u - g has a scatter of its own (what the g, r, i, z features cannot know), as in real galaxies
+    mags = {"u": r + g_r + np.where(red, 1.7, 1.1) + rng.normal(0, 0.1, n), "g": r + g_r, "r": r,
+            "i": r - 0.3 - 0.5 * z, "z": r - 0.5 - z}
     cols = {"objID": np.arange(n, dtype=np.int64) + 1237650000000000000, "type": np.full(n, 3)}
     for b in "ugriz":
-        cols[f"dered_{b}"] = mags[b]
         cols[f"err_{b}"] = rng.uniform(0.002, 0.05, n)
+        cols[f"dered_{b}"] = mags[b] + rng.normal(0, 1, n) * cols[f"err_{b}"]  # measured with that error
     cols.update(z=z, zErr=np.full(n, 1e-5), zWarning=np.zeros(n, int), **{"class": np.full(n, "GALAXY")})
     cols["subClass"] = np.where(red, "null", np.where(rng.random(n) < 0.8, "STARFORMING", "AGN BROADLINE"))
     photo = z + rng.normal(0, 0.02, n)
@@ -92,8 +94,9 @@ def test_the_measured_leak_check_catches_what_names_cannot():
     assert report.ceiling > report.worst[1]
     leaky = np.column_stack([X, np.asarray(clean["dered_u"]) - np.asarray(clean["dered_i"])])
     report = gt.measure_leaks(leaky, names + ["colour_a"], u_r, u_r_err, is_red)
-    assert report.leaking == ["colour_a"]
-    with pytest.raises(gt.TargetLeakError, match="colour_a.*balanced accuracy"):
+    assert "linear fit of all features" in report.leaking  # r - i beside it gives u - r exactly
+    assert report.feature_scores["colour_a"] == max(report.feature_scores.values())
+    with pytest.raises(gt.TargetLeakError, match="(colour_a.*balanced accuracy)|(better than its own measurement)"):
         report.check()
     assert "LEAK" in report.as_text()
 
@@ -206,3 +209,31 @@ def test_no_standardised_meta_train_feature_is_extreme_on_the_real_tables(datase
         assert np.mean(np.abs(raw) > 5.0) < 0.002, "clipping must touch a handful of values, not reshape the features"
         indicators = [j for j, name in enumerate(data.feature_names) if name.endswith("_missing")]
         assert set(np.unique(X[:, indicators])) <= {0.0, 1.0}
+
+
+def test_a_leak_that_no_single_feature_shows_is_caught_by_the_joint_fits():
+    """u - g alone separates red from blue less well than the target, but beside g - r it is u - r."""
+    from galmeta.data import load_galaxies
+
+    clean, _ = gt.clean_galaxies(load_galaxies())
+    X, names = gt.galaxy_features(clean)
+    u_r, u_r_err, is_red = gt.redness_targets(clean)
+    course = gt.measure_leaks(X, names, u_r, u_r_err, is_red)
+    assert not course.leaking and min(course.model_rmse.values()) > 2 * course.noise_floor
+    u_minus_g = np.asarray(clean["dered_u"], float) - np.asarray(clean["dered_g"], float)
+    report = gt.measure_leaks(np.column_stack([X, u_minus_g]), names + ["u_minus_g"], u_r, u_r_err, is_red)
+    assert report.feature_scores["u_minus_g"] < report.ceiling, "the single-feature scan alone would pass it"
+    assert report.model_rmse["linear"] < 1e-6 and "linear fit of all features" in report.leaking
+    with pytest.raises(gt.TargetLeakError, match="better than its own measurement errors allow.*linear"):
+        report.check()
+
+
+def test_features_built_from_target_or_spectral_columns_are_refused_by_construction():
+    gt.refuse_target_sources({name: gt.FEATURE_SOURCES[name] for name in gt.galaxy_features(
+        gt.clean_galaxies(synthetic_table(500))[0])[1]}, gt.FORBIDDEN_SOURCES)  # the course's features pass
+    for feature, columns, why in (("u_minus_g", ("dered_u", "dered_g"), "the target's band"),
+                                  ("u_error", ("err_u",), "the target's error"),
+                                  ("redshift", ("z",), "measured from the spectrum"),
+                                  ("photoZ", ("photoZ",), "u included")):
+        with pytest.raises(gt.TargetLeakError, match=f"feature '{feature}' is computed from .*{why}"):
+            gt.refuse_target_sources({feature: columns}, gt.FORBIDDEN_SOURCES)
