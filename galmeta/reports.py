@@ -11,6 +11,7 @@ from galmeta import metrics as gm
 __all__ = ["SUMMARY_METRICS", "summary_rows", "paired_rows", "slice_rows", "write_tables", "summary_markdown",
            "paired_markdown"]
 
+
 #: ROC AUC is available (``results.interval(name, k, "roc_auc")``) but left out by default: ranking every
 #: resample's scores makes it the slowest metric by far, and balanced accuracy answers the red/blue question.
 SUMMARY_METRICS = ("rmse", "sigma_nmad", "bias", "worst_draw_rmse", "tail_fraction", "balanced_accuracy")
@@ -30,6 +31,7 @@ def summary_rows(results, metrics=SUMMARY_METRICS, n_resamples=1000):
             rows.append(row)
     return rows
 
+
 def paired_rows(results, metrics=("rmse", "sigma_nmad", "balanced_accuracy"), n_resamples=1000):
     """For every K and meta-learner: the paired difference to the best non-meta baseline (the headline)."""
     rows = []
@@ -39,8 +41,12 @@ def paired_rows(results, metrics=("rmse", "sigma_nmad", "balanced_accuracy"), n_
             row = {"K": k, "learner": name, "group": results.learners[name].group, "reference": reference}
             for metric in metrics:
                 row[metric] = results.paired(name, reference, k, metric, n_resamples)
+            # blocks as the unit of independence: the jackknife interval and how correlated a block's slices are
+            row["rmse_blocks"] = results.paired_blocks(name, reference, k)
+            row["rmse_icc"] = results.paired_icc(name, reference, k)
             rows.append(row)
     return rows
+
 
 def slice_rows(results):
     """Per learner, K, seed and slice: RMSE, bias, sigma_NMAD, worst draw and balanced accuracy."""
@@ -132,7 +138,9 @@ def paired_markdown(rows, results=None):
         lines.append(f"Paired differences (learner minus the best non-meta baseline chosen on meta-validation), "
                      f"{len(results.slices)} meta-test slices x {results.config.n_draws} draws, "
                      f"{len(results.config.seeds)} training seed(s); 95% interval from resampling slices, then draws; "
-                     f"seed sd = standard deviation of the difference over training seeds.\n")
+                     f"block interval: delete-one-block jackknife with Student's t over {len(set(results.blocks()))} "
+                     f"blocks (slices of one block are correlated; ICC: their intraclass correlation); seed sd = "
+                     f"standard deviation of the difference over training seeds.\n")
         n_draws = len(results.config.seeds) * len(results.slices) * results.config.n_draws
         failed = [f"{name} at K={k}: {n} of {n_draws} draws"
                   for k in results.ks for name in results.learners if (n := results.non_finite_draws(name, k))]
@@ -144,11 +152,17 @@ def paired_markdown(rows, results=None):
             lines.append("Meta-trainings that diverged (stopped there, predicting with their best meta-validation "
                          "state): " + "; ".join(f"{name}, fold {fold}, seed {seed}, iteration {it}"
                                                 for (name, fold, seed), it in sorted(diverged.items())) + ".\n")
-    lines += ["| K | learner | reference | ΔRMSE (mag) | seed sd | Δσ_NMAD (mag) | Δ balanced accuracy |",
-              "|---|---|---|---|---|---|---|"]
-    signed = lambda iv: f"{iv.estimate:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"
+    lines += ["| K | learner | reference | ΔRMSE (mag), slice interval | block interval | ICC | seed sd | "
+              "Δσ_NMAD (mag) | Δ balanced accuracy |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    signed = lambda iv: f"{iv.estimate:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"  # noqa: E731
     for row in rows:
-        lines.append(f"| {row['K']} | {row['learner']} | {row['reference']} | {signed(row['rmse'])} | "
-                     f"{row['rmse'].seed_sd_text} | {signed(row['sigma_nmad'])} | {signed(row['balanced_accuracy'])} |")
+        blocks = row.get("rmse_blocks")
+        block_text = "—" if blocks is None else f"[{blocks.lo:+.3f}, {blocks.hi:+.3f}]"
+        icc = row.get("rmse_icc")
+        icc_text = "—" if icc is None or not np.isfinite(icc) else f"{icc:.2f}"
+        lines.append(f"| {row['K']} | {row['learner']} | {row['reference']} | {signed(row['rmse'])} | {block_text} | "
+                     f"{icc_text} | {row['rmse'].seed_sd_text} | {signed(row['sigma_nmad'])} | "
+                     f"{signed(row['balanced_accuracy'])} |")
     return "\n".join(lines)
 

@@ -57,8 +57,8 @@ class EvaluationResults:
     # -- recording ------------------------------------------------------------
     def add_slices(self, data, draws):
         for s, task in zip(draws.slice_ids, [data.tasks["test"][i] for i in draws.slice_ids]):
-            self.slices.append({"fold": data.fold, "slice": task.name, "z_lo": task.z_lo, "z_hi": task.z_hi,
-                                "n_galaxies": task.size})
+            self.slices.append({"fold": data.fold, "slice": task.name, "block": _block_of(task, data.splits),
+                                "z_lo": task.z_lo, "z_hi": task.z_hi, "n_galaxies": task.size})
 
     def add_labels(self, k, fold, labels, truth, draws):
         self.labels[(k, fold)], self.truth[(k, fold)], self.draws[(k, fold)] = labels, truth, draws
@@ -159,6 +159,23 @@ class EvaluationResults:
             return 0
         return int(np.sum(np.any(~np.isfinite(self.residuals(name, k)), axis=-1)))
 
+    def blocks(self):
+        """The block of every meta-test slice (slices of one block are correlated: the unit of independence)."""
+        return np.array([s.get("block", s["slice"]) for s in self.slices])
+
+    def paired_blocks(self, name, reference, k, metric="rmse"):
+        """``name`` minus ``reference`` with a delete-one-block jackknife interval (:func:`galmeta.metrics.block_jackknife`)."""
+        return gm.block_jackknife(metric, self.blocks(), self.residuals(name, k), self.residuals(reference, k),
+                                  self.label_array(k), self.scores(name, k), self.scores(reference, k),
+                                  threshold=0.0, tail=self.config.tail_rmse)
+
+    def paired_icc(self, name, reference, k, metric="rmse"):
+        """Intraclass correlation, within blocks, of the per-slice differences ``name`` minus ``reference``."""
+        kwargs = dict(labels=self.label_array(k), threshold=0.0, tail=self.config.tail_rmse)
+        differences = (gm.per_slice(metric, self.residuals(name, k), scores=self.scores(name, k), **kwargs)
+                       - gm.per_slice(metric, self.residuals(reference, k), scores=self.scores(reference, k), **kwargs))
+        return gm.intraclass_correlation(differences, self.blocks())
+
     def label_array(self, k):
         return np.concatenate([self.labels[(k, fold)] for fold in self.config.folds])
 
@@ -204,3 +221,12 @@ class EvaluationResults:
         from galmeta import reports
 
         return reports.write_tables(self, folder, **kwargs)
+
+
+def _block_of(task, splits):
+    """The redshift block holding a slice (``splits``: (z_lo, z_hi, split) triples), else the slice itself."""
+    middle = 0.5 * (task.z_lo + task.z_hi)
+    for lo, hi, _ in splits or ():
+        if lo <= middle < hi:
+            return f"z {lo:.2f}-{hi:.2f}"
+    return task.name
