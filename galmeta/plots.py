@@ -171,7 +171,8 @@ def plot_per_slice(results, k, learners, ax=None, seed_index=0, target_name=None
         ax.plot(centres + offset, rmse, "o", ms=4, label=name)
     ax.set(xlabel="redshift of the meta-test task (middle of its range)",
            ylabel=f"RMSE of {target_name or results.target_name} in the task (mag)",
-           title=f"Per-task errors, K = {k} (each task is meta-test in one fold)")
+           title=f"Per-task errors, K = {k}, training seed {results.config.seeds[seed_index]} "
+                 "(each task is meta-test in one fold)")
     ax.legend(fontsize=7)
     return ax
 
@@ -188,7 +189,8 @@ def plot_predicted_vs_true(results, name, k, ax=None, seed_index=0):
     ax.axvline(threshold, color="0.5", lw=0.6, ls=":")
     ax.axhline(threshold, color="0.5", lw=0.6, ls=":")
     target = results.target_name
-    ax.set(xlim=lims, ylim=lims, xlabel=f"true {target} (mag)", ylabel=f"predicted {target} (mag)", title=f"{name}, K = {k}")
+    ax.set(xlim=lims, ylim=lims, xlabel=f"true {target} (mag)", ylabel=f"predicted {target} (mag)",
+           title=f"{name}, K = {k}, training seed {results.config.seeds[seed_index]}")
     return ax
 
 
@@ -198,8 +200,8 @@ def save_figures(results, paired_rows, summary_rows, folder, k=10, learners=None
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = results.names("meta-learner")
-    focus = learners or [meta[0], results.best_baseline(k)]
+    # the headline learner (best meta-learner on meta-validation) against the best baseline, both so chosen
+    focus = learners or [results.best_meta_learner(k), results.best_baseline(k)]
     figures = {
         "paired_differences.png": lambda: plot_paired_differences(
             [r for r in paired_rows if r["group"] == "meta-learner"], "rmse", target_name=results.target_name),

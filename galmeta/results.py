@@ -186,8 +186,16 @@ class EvaluationResults:
 
     def best_baseline(self, k):
         """The non-meta baseline with the lowest meta-validation RMSE at this K (mean over folds and seeds)."""
+        return self._best_on_validation("baseline", k)
+
+    def best_meta_learner(self, k):
+        """The meta-learner with the lowest meta-validation RMSE at this K: the headline learner, chosen without
+        looking at meta-test."""
+        return self._best_on_validation("meta-learner", k)
+
+    def _best_on_validation(self, group, k):
         scores = {name: np.mean([self.val_rmse[(name, k, f, s)] for f in self.config.folds for s in self.config.seeds])
-                  for name in self.names("baseline")}
+                  for name in self.names(group)}
         return min(scores, key=scores.get)
 
     def paired(self, name, reference, k, metric="rmse", n_resamples=1000):

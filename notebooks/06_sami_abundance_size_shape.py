@@ -241,20 +241,22 @@ plt.show()
 # Per-environment errors (each marker one environment, at the middle of its redshift range):
 
 # %%
-plots.plot_per_slice(results, 10, ["MAML", results.best_baseline(10)], target_name=results.target_name)
+plots.plot_per_slice(results, 10, [results.best_meta_learner(10), results.best_baseline(10)],
+                     target_name=results.target_name)
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
 # ## 6. What this allows one to say
 #
-# Written by code from the paired intervals of this run.
+# Written by code from the paired intervals of this run, about the meta-learner chosen on meta-validation
+# (each environment is its own block here: environments are the unit of independence).
 
 # %%
 for k in config.ks:
     reference = results.best_baseline(k)
     rows = {r["learner"]: r for r in paired_rows if r["K"] == k and r["group"] == "meta-learner"}
-    best = min(rows, key=lambda n: rows[n]["rmse"].estimate)
+    best = results.best_meta_learner(k)
     d = rows[best]["rmse"]
     verdict = "indistinguishable from" if not d.excludes_zero() else ("better than" if d.hi < 0 else "worse than")
     print(f"K={k:2d}: {best} - {reference}: ΔRMSE {d:+.3f} mag over {len(results.slices)} environments, "
