@@ -5,7 +5,7 @@ Every place where galmeta writes a user's file goes through here: snapshot impor
 (:meth:`galmeta.maml_torch.MetaLearner.save`).
 
 * :func:`exclusive_lock` serialises a check-then-write between processes (an advisory ``flock`` on a
-  lock file beside the target; on systems without it, an exclusively created lock file).
+  lock file beside the target; on Windows, ``msvcrt.locking`` on its first byte).
 * :func:`atomic_write` writes to a temporary file with a unique name in the target's folder and
   renames it into place, so a reader sees the old file or the new one, never half of one, and two
   writers never share a temporary file. The temporary file is locked while it is written, so that
@@ -24,6 +24,10 @@ try:  # POSIX
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
+try:  # Windows
+    import msvcrt
+except ImportError:
+    msvcrt = None
 
 __all__ = ["LockTimeout", "exclusive_lock", "atomic_write", "stale_parts", "remove_stale_parts", "create_exclusive",
            "umask"]
@@ -44,13 +48,20 @@ def umask() -> int:
 
 
 def _try_flock(fd) -> bool:
-    if fcntl is None:  # pragma: no cover
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
+    """Take an exclusive, non-blocking lock on an open file; False when another process holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+    if msvcrt is not None:  # pragma: no cover - Windows: a lock on the file's first byte
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    return True  # pragma: no cover - neither: no locking
 
 
 @contextlib.contextmanager
