@@ -83,7 +83,9 @@ def repository_url() -> str | None:
                               timeout=10, cwd=Path(__file__).resolve().parent)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() or None
+    origin = done.stdout.strip()
+    # only a repository Binder can reach: a clone of a folder on this disk has no public address
+    return origin if re.match(r"(https?|git|ssh)://|git@", origin) else None
 
 
 def chapter_header(stem: str, entry: dict, figures: int, mode: str, repository: str | None, commit: str | None) -> str:
