@@ -108,7 +108,7 @@ def chapter_header(stem: str, entry: dict, figures: int, mode: str, repository: 
 def _landing_page(readme: str, chapters: list[dict], mode: str) -> str:
     """The README's introduction, the table of chapters, and the book's tables of contents."""
     intro = readme.split("\n## ", 1)[0].strip()
-    intro = re.sub(r"\]\((?!https?:)([^)]*)\)", lambda m: "](" + _local_link(m.group(1)) + ")", intro)
+    intro = _book_links(intro)
     rows = "".join(
         f"<tr><td><a href=\"{html.escape(c['page'], quote=True)}\">{html.escape(c['title'])}</a></td>"
         f"<td>{html.escape(c['runtime'])}</td><td>{c['figures']}</td>"
@@ -145,9 +145,10 @@ sami_provenance
 """
 
 
-def _local_link(target: str) -> str:
-    """README links into the book: the instructor guide is a page; other files are not part of the site."""
-    return {"docs/instructor_guide.md": "instructor_guide.md"}.get(target, target)
+def _book_links(markdown: str) -> str:
+    """The README's relative links, pointed into the book: the instructor guide is a page of it."""
+    pages = {"docs/instructor_guide.md": "instructor_guide.md"}
+    return re.sub(r"\]\((?!https?:)([^)]*)\)", lambda m: "](" + pages.get(m.group(1), m.group(1)) + ")", markdown)
 
 
 def _insert_after_title(notebook, cell):
@@ -227,8 +228,7 @@ def build_book(executed: Path | None = None, out: Path | None = None, quiet: boo
                          "results": [str(r) for r in entry.get("results", [])]})
     readme = (root / "README.md").read_text(encoding="utf-8")
     (source / "index.md").write_text(_landing_page(readme, chapters, mode), encoding="utf-8")
-    (source / "readme.md").write_text(re.sub(r"\]\((?!https?:)([^)]*)\)", lambda m: "](" + _local_link(m.group(1)) + ")",
-                                             readme.replace("# galmeta — ", "# The README: galmeta — ", 1)),
+    (source / "readme.md").write_text(_book_links(readme.replace("# galmeta — ", "# The README: galmeta — ", 1)),
                                       encoding="utf-8")
     shutil.copy(root / "docs" / "instructor_guide.md", source / "instructor_guide.md")
     shutil.copy(root / "galmeta" / "datasets" / "PROVENANCE.md", source / "sdss_provenance.md")

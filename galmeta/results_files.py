@@ -56,11 +56,7 @@ def _option_key(option) -> str:
 
 def _finite_or_text(value):
     value = float(value)
-    return value if math.isfinite(value) else repr(value)  # "inf", "nan": strict JSON has no infinities
-
-
-def _number(value):
-    return float(value)  # also "inf" and "nan", written as text
+    return value if math.isfinite(value) else repr(value)  # "inf", "nan": strict JSON has none; float() reads them
 
 
 def save_results(results, folder) -> Path:
@@ -196,9 +192,9 @@ def _rebuild(document, arrays, EvaluationConfig, EvaluationResults, Draws):
             raise ResultsFileError(f"the chosen option {option!r} of {name!r} is not among its recorded options")
         results.chosen[(name, int(k), int(fold), int(seed))] = option
     for name, k, fold, seed, value in document["val_rmse"]:
-        results.val_rmse[(name, int(k), int(fold), int(seed))] = _number(value)
+        results.val_rmse[(name, int(k), int(fold), int(seed))] = float(value)
     for name, k, fold, seed, pairs in document["option_rmse"]:
-        results.option_rmse[(name, int(k), int(fold), int(seed))] = {option: _number(v) for option, v in pairs}
+        results.option_rmse[(name, int(k), int(fold), int(seed))] = {option: float(v) for option, v in pairs}
     for key, values in arrays.items():
         kind, *parts = key.split("/")
         if kind in ("prediction", "margin"):

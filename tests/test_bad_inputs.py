@@ -727,7 +727,7 @@ def test_the_site_escapes_what_it_reads(tmp_path):
         course.render_html(executed, tmp_path / "site2")
 
 
-def test_the_colab_cell_pins_the_course_commit_and_guards_the_url(tmp_path):
+def test_the_colab_cell_pins_the_course_commit_and_guards_the_url(tmp_path, monkeypatch):
     from galmeta import course
 
     path = course.generate_notebooks(tmp_path, ["01"])[0]
@@ -736,15 +736,12 @@ def test_the_colab_cell_pins_the_course_commit_and_guards_the_url(tmp_path):
     commit = course.source_commit(course.repository_root() / "notebooks")
     assert f'COURSE_COMMIT = "{commit or "main"}"' in cell.source
     calls = []
-    namespace = {"__name__": "colab"}
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))  # nothing may be run
+    monkeypatch.setenv("GALMETA_REPOSITORY", "--upload-pack=touch /tmp/x")
     source = cell.source.replace('importlib.util.find_spec("galmeta") is None', "True")
-    os.environ["GALMETA_REPOSITORY"] = "--upload-pack=touch /tmp/x"
-    try:
-        with pytest.raises(ValueError, match="is not a repository URL"):
-            exec(compile(source, "cell", "exec"), namespace)
-    finally:
-        del os.environ["GALMETA_REPOSITORY"]
-    assert calls == []
+    with pytest.raises(ValueError, match="is not a repository URL"):
+        exec(compile(source, "cell", "exec"), {"__name__": "colab"})
+    assert calls == [], "a URL starting with '-' must be refused before git runs"
 
 
 # --- threads ------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from galmeta.data.errors import NoDataError, SnapshotExistsError
 from galmeta.data.home import (CACHE_FORMAT_VERSION, DataHome, check_snapshot_name, read_cached_table, read_header,
                                snapshot_name_from_file, write_table)
 from galmeta.data.tables import ImportLimits, read_table_file
-from galmeta.safe_files import atomic_write, exclusive_lock, umask
+from galmeta.safe_files import atomic_write, exclusive_lock
 
 __all__ = ["EMBEDDED_TABLE", "embedded_table_path", "load_embedded", "import_snapshot", "active_snapshot",
            "use_snapshot", "load_snapshot", "cache_info"]
@@ -144,7 +144,7 @@ def use_snapshot(name: str | None, data_home=None):
         return None
     if not home.snapshot(name).is_file():  # checks the name first: nothing outside the data home is read
         raise _no_such_snapshot(name, home)
-    with atomic_write(home.active_marker, mode=0o666 & ~umask()) as tmp:
+    with atomic_write(home.active_marker) as tmp:  # readable per the umask, like every file galmeta writes
         tmp.write_text(name + "\n")
     return name
 
