@@ -28,7 +28,7 @@ from pathlib import Path
 
 from galmeta.config import seed_everything, try_device
 from galmeta.data import load_galaxies
-from galmeta.evaluate import EvaluationConfig, EvaluationResults, default_learners, run_evaluation
+from galmeta.evaluate import EvaluationConfig, EvaluationResults, default_learners, run_confirmation, run_evaluation
 from galmeta.plots import save_figures
 from galmeta.results_files import load_results, save_results
 from galmeta.tasks import build_catalogue
@@ -63,6 +63,9 @@ def main():
                         help="with --merge: the learners of these runs (same draws; merged by folds) replace the "
                              "merged run's learners of the same name")
     parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (1 when folds run in parallel)")
+    parser.add_argument("--confirm", action="store_true",
+                        help="also evaluate the trained learners once on the sealed confirmation sample (SDSS only): "
+                             "results go to OUT/development and OUT/confirmation")
     parser.add_argument("--meta-train-k", type=int, default=None,
                         help="one K for meta-training (default: drawn per meta-batch from 1 to the largest K)")
     args = parser.parse_args()
@@ -98,7 +101,9 @@ def main():
 
         catalogue, sizes, min_size = build_sami_catalogue(), {"ks": (1, 5, 10), "n_query": 15, "tail_rmse": 0.25}, 25
     else:
-        catalogue, sizes, min_size = build_catalogue(load_galaxies()), {}, 40
+        catalogue, sizes, min_size = build_catalogue(load_galaxies(), sample="all" if args.confirm else "development"), {}, 40
+    if args.confirm and args.dataset != "sdss":
+        parser.error("--confirm: only the SDSS table has a sealed confirmation sample")
     config = EvaluationConfig(folds=tuple(args.folds), seeds=tuple(args.seeds), n_draws=args.draws,
                               n_val_draws=args.val_draws, meta_iterations=args.meta_iterations,
                               pooled_epochs=args.pooled_epochs, meta_train_k=args.meta_train_k, **sizes)
@@ -111,10 +116,17 @@ def main():
             parser.error(f"--only {sorted(unknown)}: no such learner; the learners are "
                          f"{[learner.name for learner in learners]}")
         learners = [learner for learner in learners if learner.name in args.only]
-    results = run_evaluation(catalogue, learners, config, min_size=min_size,
-                             progress=lambda message: print(" ", message, flush=True))
+    report = lambda message: print(" ", message, flush=True)  # noqa: E731
+    if args.confirm:
+        runs = run_confirmation(catalogue, learners, config, min_size=min_size, progress=report)
+        for sample, part in runs.items():
+            save_results(part, out / sample)
+            print(f"{sample}: {len(part.slices)} meta-test tasks saved in {out / sample}")
+        results, out = runs["development"], out / "development"
+    else:
+        results = run_evaluation(catalogue, learners, config, min_size=min_size, progress=report)
+        save_results(results, out)  # JSON + NumPy arrays: data only, nothing that could run code when loaded
     print(f"training and prediction took {results.seconds:.0f} s; {len(results.slices)} meta-test tasks")
-    save_results(results, out)  # JSON + NumPy arrays: data only, nothing that could run code when loaded
     if args.no_tables:
         print(f"saved {out}/results.json and results.npz (tables with --merge or --replot)")
         return

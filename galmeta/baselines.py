@@ -8,7 +8,9 @@ Introduced in ``notebooks/05_redness_evaluation.py``.
 * :class:`PooledPlusOffset`: a pooled model (network or ridge) plus the mean support residual,
   shrunk towards zero by an empirical-Bayes factor estimated on meta-train. When slices differ
   mainly by an additive colour offset, this is the strongest simple baseline.
-* :class:`PooledRidge`: a pooled linear model.
+* :class:`PooledRidge`: a pooled linear model; :class:`PooledBoosting`: pooled gradient boosting.
+* :class:`galmeta.hierarchical.HierarchicalLinear` (its own module): a pooled model plus a random
+  intercept and random slopes per slice, by empirical Bayes.
 * :class:`PerTaskRidge` and :class:`NearestNeighbours`: fitted on each support set alone.
 * :class:`PooledNetworkWithRedshift`: the oracle, given the hidden redshift.
 * :class:`PerfectTarget` and :class:`SingleFeatureCut`: the label's ceiling and the best
@@ -27,6 +29,7 @@ __all__ = [
     "PooledMLP",
     "offset_shrinkage",
     "PooledNetwork",
+    "PooledBoosting",
     "FineTunedPooledNetwork",
     "PooledRidge",
     "PooledPlusOffset",
@@ -148,6 +151,11 @@ class _Pooled(Learner):
     def base_predict(self, data, galaxies):
         raise NotImplementedError
 
+    def training_predict(self, data, galaxies):
+        """Predictions for meta-train galaxies as honest as the model allows (for estimating priors on
+        their residuals): in-sample here, out-of-fold where a model overfits its training galaxies."""
+        return self.base_predict(data, galaxies)
+
     def predict(self, data, draws, option=None):
         return self.base_predict(data, draws.query) + data.target_mean
 
@@ -184,6 +192,65 @@ class PooledRidge(_Pooled):
         return self.model.predict(data.X[galaxies.reshape(-1)]).reshape(galaxies.shape)
 
 
+class PooledBoosting(_Pooled):
+    """Gradient boosting (scikit-learn's ``HistGradientBoostingRegressor``) fitted to all meta-train galaxies.
+
+    Its options (learning rate, leaves per tree) are chosen once per fold and seed by the RMSE of
+    meta-validation galaxies; the number of trees by early stopping on a held-out tenth of meta-train. For
+    meta-train galaxies, :meth:`training_predict` gives out-of-fold predictions (each redshift block
+    predicted by a model fitted without it), because boosting fits its own training galaxies too well
+    for their residuals to measure how slices scatter.
+
+    Parameters
+    ----------
+    settings : tuple of dict
+        The candidate options.
+    """
+
+    name = "pooled gradient boosting"
+
+    def __init__(self, settings=({"learning_rate": 0.1, "max_leaf_nodes": 15},
+                                 {"learning_rate": 0.1, "max_leaf_nodes": 31},
+                                 {"learning_rate": 0.05, "max_leaf_nodes": 31})):
+        self.settings = tuple(dict(s) for s in settings)
+
+    def _model(self, setting, seed):
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        return HistGradientBoostingRegressor(max_iter=500, early_stopping=True, validation_fraction=0.1,
+                                             n_iter_no_change=20, random_state=seed, **setting)
+
+    def fit(self, data, seed, context):
+        key = ("pooled gradient boosting", seed)
+        if key not in context.pooled_models:
+            context.pooled_models[key] = self._fit(data, seed)
+        self.setting_, self.predictions_ = context.pooled_models[key]
+        return self
+
+    def _fit(self, data, seed):
+        train, val = data.indices("train"), data.indices("val")
+        X, y = data.X, data.y[:, 0]
+        models = [self._model(setting, seed).fit(X[train], y[train]) for setting in self.settings]
+        val_mse = [np.mean((model.predict(X[val]) - y[val]) ** 2) for model in models]
+        best = int(np.argmin(val_mse))
+        predictions = models[best].predict(X)
+        # out-of-fold predictions for meta-train galaxies: leave one redshift block out at a time
+        train_blocks = [(lo, hi) for lo, hi, split in data.splits if split == "train"]
+        out_of_fold = predictions.copy()
+        for lo, hi in train_blocks:
+            held = train[(data.redshift[train] >= lo) & (data.redshift[train] < hi)]
+            rest = np.setdiff1d(train, held)
+            if held.size and rest.size:
+                out_of_fold[held] = self._model(self.settings[best], seed).fit(X[rest], y[rest]).predict(X[held])
+        return self.settings[best], (predictions, out_of_fold)
+
+    def base_predict(self, data, galaxies):
+        return self.predictions_[0][galaxies]
+
+    def training_predict(self, data, galaxies):
+        return self.predictions_[1][galaxies]
+
+
 class PooledPlusOffset(Learner):
     """A pooled model plus the shrunk mean residual of the support set (an empirical-Bayes per-slice offset).
 
@@ -201,7 +268,7 @@ class PooledPlusOffset(Learner):
         self.base.fit(data, seed, context)
         train_ids = np.concatenate([np.full(t.size, i) for i, t in enumerate(data.tasks["train"])])
         galaxies = np.concatenate([t.indices for t in data.tasks["train"]])
-        residuals = data.y[galaxies, 0] - self.base.base_predict(data, galaxies)
+        residuals = data.y[galaxies, 0] - self.base.training_predict(data, galaxies)
         self.tau2_, self.sigma2_ = offset_shrinkage(residuals, train_ids)
         return self
 
@@ -216,12 +283,16 @@ class PooledPlusOffset(Learner):
 
 
 class FineTunedPooledNetwork(Learner):
-    """The pooled network fine-tuned on each support set: SGD step size and step count chosen on meta-validation."""
+    """The pooled network fine-tuned on each support set: SGD step size and step count chosen on meta-validation.
+
+    Each step's gradient is clipped to norm ``grad_clip`` (the bound MAML++ puts on its inner steps), so
+    that no chosen option can throw an adapted network far out on an unusual support set.
+    """
 
     name = "pooled network, fine-tuned"
 
-    def __init__(self, learning_rates=(0.001, 0.003, 0.01, 0.03, 0.1), max_steps=10):
-        self.learning_rates, self.max_steps = tuple(learning_rates), int(max_steps)
+    def __init__(self, learning_rates=(0.001, 0.003, 0.01, 0.03, 0.1), max_steps=10, grad_clip=3.0):
+        self.learning_rates, self.max_steps, self.grad_clip = tuple(learning_rates), int(max_steps), grad_clip
 
     def fit(self, data, seed, context):
         self.model = _pooled_network(data, seed, context)
@@ -235,7 +306,8 @@ class FineTunedPooledNetwork(Learner):
         out = {}
         for lr in self.learning_rates:
             with np.errstate(all="ignore"):
-                curve = mn.adaptation_predictions(self.model.params_, xs, ys, xq, lr, self.max_steps)
+                curve = mn.adaptation_predictions(self.model.params_, xs, ys, xq, lr, self.max_steps,
+                                                  grad_clip=self.grad_clip)
             for steps in range(self.max_steps + 1):
                 out[(lr, steps)] = curve[steps, ..., 0].reshape(draws.query.shape) + data.target_mean
         return out

@@ -35,6 +35,10 @@ class Draws:
     def n_slices(self):
         return self.support.shape[0]
 
+    def subset(self, rows):
+        """The draws of some slices only (``rows``: positions along the slice axis)."""
+        return Draws(self.split, self.k, self.slice_ids[rows], self.support[rows], self.query[rows])
+
 
 def make_draws(data, split, k, n_draws, n_query, seed):
     """``n_draws`` seeded draws of K support and ``n_query`` query galaxies (disjoint) in every slice of ``split``."""
@@ -111,6 +115,9 @@ class Learner:
 
     #: The iteration at which the last fit's meta-training diverged and stopped (None: it did not).
     diverged_at = None
+    #: True for learners with their own predictive distribution (:meth:`predictive_variance`); the
+    #: evaluation gives the others a variance per K fitted on meta-validation.
+    bayesian = False
 
     def fit(self, data, seed, context: FitContext):
         """Learn from the meta-train (and, for early stopping, meta-validation) slices of ``data``.
@@ -125,6 +132,11 @@ class Learner:
 
     def predict(self, data, draws, option):
         raise NotImplementedError
+
+    def predictive_variance(self, data, draws, option):
+        """Predictive variance of each query galaxy's measured target (its error included), or None for a
+        point learner."""
+        return None
 
     def predict_options(self, data, draws):
         """Predictions for every option (override when one pass computes them all)."""

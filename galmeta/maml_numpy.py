@@ -44,6 +44,7 @@ __all__ = [
     "adapt",
     "adaptation_predictions",
     "adaptation_curve",
+    "clip_task_gradients",
     "meta_gradient",
     "check_task_batch",
     "check_inner",
@@ -90,9 +91,7 @@ def init_mlp(sizes: Sequence[int], rng: np.random.Generator, dtype=np.float64, w
             W = rng.normal(0.0, math.sqrt(2.0 / n_in), size=(n_in, n_out))
         else:
             W = np.clip(rng.normal(0.0, weight_std, size=(n_in, n_out)), -2 * weight_std, 2 * weight_std)
-        W = W.astype(dtype)
-        b = np.zeros(n_out, dtype=dtype)
-        params.append((W, b))
+        params.append((W.astype(dtype), np.zeros(n_out, dtype=dtype)))
     return params
 
 
@@ -102,18 +101,14 @@ def _forward_cache(params, x):
     Returns the output and the list of layer inputs ``h_{l-1}`` and the ReLU
     masks. Works for shared (2-D ``W``) and per-task (3-D ``W``) parameters.
     """
-    inputs, masks = [], []
-    h = x
+    inputs, masks, h = [], [], x
     last = len(params) - 1
     for layer, (W, b) in enumerate(params):
         inputs.append(h)
         z = h @ W + (b[:, None, :] if b.ndim == 2 else b)
         if layer < last:
-            mask = z > 0
-            masks.append(mask)
-            h = z * mask
-        else:
-            h = z
+            masks.append(z > 0)
+        h = z * masks[-1] if layer < last else z
     return h, inputs, masks
 
 
@@ -306,8 +301,10 @@ def adapt(params, xs, ys, inner_lr, inner_steps=1):
     return phi
 
 
-def adaptation_predictions(params, xs, ys, xq, inner_lr, max_steps=10):
+def adaptation_predictions(params, xs, ys, xq, inner_lr, max_steps=10, grad_clip=None):
     """Query predictions after 0, 1, ..., ``max_steps`` inner SGD steps on each support set.
+
+    ``grad_clip``: each task's gradient is scaled down to this norm where longer (None: no clipping).
 
     Returns
     -------
@@ -322,9 +319,17 @@ def adaptation_predictions(params, xs, ys, xq, inner_lr, max_steps=10):
     predictions = [forward(phi, xq)]
     for _ in range(int(max_steps)):
         _, grads = loss_and_gradient(phi, xs, ys)
+        grads = grads if grad_clip is None else clip_task_gradients(grads, grad_clip)
         phi = _sgd_step(phi, grads, inner_lr)
         predictions.append(forward(phi, xq))
     return np.stack(predictions)
+
+
+def clip_task_gradients(grads, max_norm):
+    """Each task's gradient (leading axis of every array) scaled down to norm ``max_norm`` where it is longer."""
+    norm = np.sqrt(sum(np.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for pair in grads for g in pair))
+    factor = np.where(np.isfinite(norm), float(max_norm) / np.maximum(norm, float(max_norm)), 0.0)
+    return [tuple(g * factor.reshape((-1,) + (1,) * (g.ndim - 1)) for g in pair) for pair in grads]
 
 
 def adaptation_curve(params, xs, ys, xq, yq, inner_lr, max_steps=10):
@@ -494,7 +499,6 @@ def meta_train(
         If the meta-loss becomes NaN or infinite.
     """
     import time
-
     from galmeta.config import progress_bar
 
     if int(n_iterations) < 0:

@@ -42,7 +42,8 @@ def paired_rows(results, metrics=("rmse", "sigma_nmad", "balanced_accuracy"), n_
             for metric in metrics:
                 row[metric] = results.paired(name, reference, k, metric, n_resamples)
             # blocks as the unit of independence: the jackknife interval and how correlated a block's slices are
-            row["rmse_blocks"] = results.paired_blocks(name, reference, k)
+            enough = len(set(results.blocks())) >= 3  # a jackknife over blocks needs three (a one-fold run has two)
+            row["rmse_blocks"] = results.paired_blocks(name, reference, k) if enough else None
             row["rmse_icc"] = results.paired_icc(name, reference, k)
             rows.append(row)
     return rows

@@ -34,6 +34,8 @@ class EvaluationResults:
     config: EvaluationConfig
     learners: dict
     target_name: str = "u − r"
+    #: ``"development"``, or ``"confirmation"`` for the sealed galaxies (:mod:`galmeta.samples`).
+    sample: str = "development"
     label_thresholds: dict = field(default_factory=dict)
     margins: dict = field(default_factory=dict)
     predictions: dict = field(default_factory=dict)
@@ -48,9 +50,11 @@ class EvaluationResults:
     #: ``(learner, fold, seed) -> iteration`` for meta-trainings that diverged and stopped there (the learner
     #: then predicts with its best meta-validation state); reported with the tables.
     diverged: dict = field(default_factory=dict)
+    #: Predictive variance of every query galaxy's measured target, keyed like ``predictions`` (NaN: none).
+    variances: dict = field(default_factory=dict)
 
     #: The stores keyed by learner first (a re-run learner replaces its entries in these).
-    LEARNER_STORES = ("predictions", "margins", "chosen", "val_rmse", "option_rmse", "diverged")
+    LEARNER_STORES = ("predictions", "margins", "chosen", "val_rmse", "option_rmse", "diverged", "variances")
     #: The stores of what every learner shares (the draws and the truth).
     SHARED_STORES = ("truth", "labels", "draws", "label_thresholds")
 
@@ -63,9 +67,10 @@ class EvaluationResults:
     def add_labels(self, k, fold, labels, truth, draws):
         self.labels[(k, fold)], self.truth[(k, fold)], self.draws[(k, fold)] = labels, truth, draws
 
-    def add(self, learner, k, fold, seed, predictions, option, val_rmse, option_rmse, margins):
+    def add(self, learner, k, fold, seed, predictions, option, val_rmse, option_rmse, margins, variance=None):
         key = (learner.name, k, fold, seed)
         self.predictions[key], self.margins[key] = predictions, margins
+        self.variances[key] = np.full(np.shape(predictions), np.nan) if variance is None else np.asarray(variance, float)
         self.chosen[key], self.val_rmse[key], self.option_rmse[key] = option, val_rmse, option_rmse
 
     @classmethod
@@ -86,11 +91,12 @@ class EvaluationResults:
             same = {key: getattr(part.config, key) == getattr(first.config, key)
                     for key in ("ks", "seeds", "n_draws", "n_val_draws", "n_query", "meta_iterations", "algorithms",
                                 "draw_seed", "tail_rmse", "n_folds")}
+            same["sample"] = part.sample == first.sample
             if not all(same.values()) or list(part.learners) != list(first.learners):
                 differ = [key for key, ok in same.items() if not ok] or ["learners"]
                 raise ValueError(f"the parts were run with different settings ({', '.join(differ)}); they cannot be merged")
         merged = cls(config=dataclasses.replace(first.config, folds=tuple(folds)), learners=first.learners,
-                     target_name=first.target_name, slices=[s for part in parts for s in part.slices],
+                     target_name=first.target_name, sample=first.sample, slices=[s for part in parts for s in part.slices],
                      seconds=sum(part.seconds for part in parts))
         for store in cls.LEARNER_STORES + cls.SHARED_STORES:
             setattr(merged, store, {key: value for part in parts for key, value in getattr(part, store).items()})

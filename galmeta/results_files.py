@@ -2,7 +2,7 @@
 
 ``save_results(results, folder)`` writes ``results.json`` (the configuration, learners' names, groups and
 the descriptions of their options, slices, choices, meta-validation scores) and ``results.npz``
-(predictions, margins, truths, labels and draws, read back with ``allow_pickle=False``).
+(predictions, predictive variances, margins, truths, labels and draws, read back with ``allow_pickle=False``).
 ``load_results(folder)`` checks both completely and says what is wrong with a file that is not
 such a result. Result parts travel between machines (``benchmarks/redness_evaluation.py --merge``), so
 nothing in them may be able to run code, as a pickle could.
@@ -21,7 +21,7 @@ __all__ = ["ResultsFileError", "LearnerRecord", "save_results", "load_results", 
 RESULTS_JSON = "results.json"
 RESULTS_ARRAYS = "results.npz"
 FORMAT = "galmeta-evaluation-results"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: predictive variances
 
 
 class ResultsFileError(ValueError):
@@ -92,6 +92,7 @@ def save_results(results, folder) -> Path:
         index = names.index(name)
         arrays[f"prediction/{index}/{k}/{fold}/{seed}"] = np.asarray(values, float)
         arrays[f"margin/{index}/{k}/{fold}/{seed}"] = np.asarray(results.margins[(name, k, fold, seed)], float)
+        arrays[f"variance/{index}/{k}/{fold}/{seed}"] = np.asarray(results.variances[(name, k, fold, seed)], float)
     for (k, fold), draws in results.draws.items():
         arrays[f"labels/{k}/{fold}"] = np.asarray(results.labels[(k, fold)], bool)
         arrays[f"truth/{k}/{fold}"] = np.asarray(results.truth[(k, fold)], float)
@@ -102,6 +103,7 @@ def save_results(results, folder) -> Path:
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "config": asdict(results.config),
         "target_name": results.target_name,
+        "sample": results.sample,
         "label_thresholds": [[fold, float(value)] for fold, value in results.label_thresholds.items()],
         "learners": [{"name": name, "group": results.learners[name].group,
                       "regression": bool(results.learners[name].regression), "options": options[name]}
@@ -182,7 +184,8 @@ def _rebuild(document, arrays, EvaluationConfig, EvaluationResults, Draws):
                                              dict(entry["options"]))
                 for entry in document["learners"]}
     names = list(learners)
-    results = EvaluationResults(config=config, learners=learners, target_name=str(document["target_name"]))
+    results = EvaluationResults(config=config, learners=learners, target_name=str(document["target_name"]),
+                                sample=str(document["sample"]))
     results.label_thresholds = {int(fold): float(value) for fold, value in document["label_thresholds"]}
     results.slices = [dict(s) for s in document["slices"]]
     results.seconds = float(document["seconds"])
@@ -197,9 +200,9 @@ def _rebuild(document, arrays, EvaluationConfig, EvaluationResults, Draws):
         results.option_rmse[(name, int(k), int(fold), int(seed))] = {option: float(v) for option, v in pairs}
     for key, values in arrays.items():
         kind, *parts = key.split("/")
-        if kind in ("prediction", "margin"):
+        if kind in ("prediction", "margin", "variance"):
             index, k, fold, seed = (int(p) for p in parts)
-            store = results.predictions if kind == "prediction" else results.margins
+            store = {"prediction": results.predictions, "margin": results.margins, "variance": results.variances}[kind]
             store[(names[index], k, fold, seed)] = values
     for k, fold, split in document["draws"]:
         k, fold = int(k), int(fold)
@@ -208,8 +211,9 @@ def _rebuild(document, arrays, EvaluationConfig, EvaluationResults, Draws):
         results.draws[(k, fold)] = Draws(str(split), k, arrays[f"slice_ids/{k}/{fold}"], arrays[f"support/{k}/{fold}"],
                                          arrays[f"query/{k}/{fold}"])
     for key, values in results.predictions.items():
-        if key not in results.margins or values.shape != results.margins[key].shape:
-            raise ResultsFileError(f"predictions and margins of {key[0]!r} at K={key[1]} do not match")
+        for store in (results.margins, results.variances):
+            if key not in store or values.shape != store[key].shape:
+                raise ResultsFileError(f"predictions, margins and variances of {key[0]!r} at K={key[1]} do not match")
         if values.shape != results.truth[(key[1], key[2])].shape:
             raise ResultsFileError(f"predictions of {key[0]!r} at K={key[1]}, fold {key[2]} do not match the draws")
     return results

@@ -319,11 +319,27 @@ class GalaxyCatalogue:
     is_red: np.ndarray
     redshift: np.ndarray
     target_name: str = "u − r"
+    #: Which galaxies belong to the sealed confirmation sample (:mod:`galmeta.samples`); None: none do.
+    sealed: np.ndarray | None = None
 
-    def fold(self, fold=0, n_folds=5, window=0.005, min_size=40, splits=None, clip=5.0, check_leaks=True):
-        """Tasks, splits and preprocessing of one fold (see :func:`prepare_galaxy_tasks`)."""
+    def fold(self, fold=0, n_folds=5, window=0.005, min_size=40, splits=None, clip=5.0, check_leaks=True,
+             test_sample="development"):
+        """Tasks, splits and preprocessing of one fold (see :func:`prepare_galaxy_tasks`).
+
+        Meta-train and meta-validation tasks hold development galaxies only. ``test_sample="confirmation"``
+        cuts the meta-test tasks from the sealed galaxies instead (a catalogue built with ``sample="all"``).
+        """
         splits = splits or redshift_splits(fold, n_folds)
-        tasks, dropped = build_tasks(self.redshift, splits, window=window, min_size=min_size)
+        sealed = np.zeros(self.redshift.shape, bool) if self.sealed is None else self.sealed
+        if test_sample not in ("development", "confirmation"):
+            raise ValueError(f"test_sample must be 'development' or 'confirmation', got {test_sample!r}")
+        if test_sample == "confirmation" and not sealed.any():
+            raise ValueError("this catalogue holds no sealed galaxy; build it with build_catalogue(table, sample='all')")
+        tasks, dropped = build_tasks(np.where(sealed, np.nan, self.redshift), splits, window=window, min_size=min_size)
+        if test_sample == "confirmation":
+            sealed_tasks, sealed_dropped = build_tasks(np.where(sealed, self.redshift, np.nan), splits, window=window,
+                                                       min_size=min_size)
+            tasks["test"], dropped["test"] = sealed_tasks["test"], sealed_dropped["test"]
         for split in ("train", "val", "test"):
             if not tasks[split]:
                 raise TooFewGalaxiesError(
@@ -343,9 +359,26 @@ class GalaxyCatalogue:
                               label_threshold=STRATEVA_UR_CUT)
 
 
-def build_catalogue(table, include_photoz=False):
-    """Clean a galaxy table and compute raw features, target and label (notebook 02 in one call)."""
+def build_catalogue(table, include_photoz=False, sample="development"):
+    """Clean a galaxy table and compute raw features, target and label (notebook 02 in one call).
+
+    ``sample``: ``"development"`` (default) leaves out the galaxies of the sealed confirmation sample
+    (:mod:`galmeta.samples`), so that nothing tuned or looked at ever sees them; ``"all"`` keeps them and
+    marks them (for ``benchmarks/redness_evaluation.py --confirm``). A table without ``objID`` has no
+    sealed galaxies.
+    """
+    from galmeta.samples import SAMPLES, sealed_galaxies
+
+    if sample not in ("development", "all"):
+        raise ValueError(f"sample must be 'development' or 'all' (the sealed galaxies are evaluated through "
+                         f"fold(..., test_sample='confirmation') of an 'all' catalogue), got {sample!r}; "
+                         f"samples are {SAMPLES}")
     clean, report = clean_galaxies(table)
+    sealed = sealed_galaxies(clean["objID"]) if "objID" in clean.colnames else np.zeros(len(clean), bool)
+    if sample == "development" and sealed.any():
+        clean = clean[~sealed]
+        report.steps.append(("sealed confirmation sample (set aside)", int(sealed.sum()), len(clean)))
+        sealed = np.zeros(len(clean), bool)
     if len(clean) == 0:
         raise TooFewGalaxiesError(
             "cleaning left no galaxy: every row failed a step (see the cleaning report below). A column may be "
@@ -356,7 +389,8 @@ def build_catalogue(table, include_photoz=False):
         refuse_target_sources({name: FEATURE_SOURCES[name] for name in names}, FORBIDDEN_SOURCES)
     target, target_err, is_red = redness_targets(clean)
     return GalaxyCatalogue(clean=clean, report=report, X_raw=X_raw, feature_names=names, target=target,
-                           target_err=target_err, is_red=is_red, redshift=np.asarray(clean["z"], float))
+                           target_err=target_err, is_red=is_red, redshift=np.asarray(clean["z"], float),
+                           sealed=sealed)
 
 
 @dataclass
