@@ -13,6 +13,16 @@ fold and training seed, chooses every option on meta-validation, and writes into
     python benchmarks/redness_evaluation.py --seeds 0 --folds 0 --meta-iterations 300   # a quick look
     python benchmarks/redness_evaluation.py --replot           # tables and figures again from the saved results
 
+The committed result files and the README's tables (development and sealed confirmation samples):
+
+    python benchmarks/redness_evaluation.py --confirm --folds 0 1 2 --threads 1 --no-tables --out build/full/part0 &
+    python benchmarks/redness_evaluation.py --confirm --folds 3 4 --threads 1 --no-tables --out build/full/part1
+    python benchmarks/redness_evaluation.py --merge build/full/part0/development build/full/part1/development \
+        --out build/full/development --per-draw results/redness_per_draw.csv.gz
+    python benchmarks/redness_evaluation.py --merge build/full/part0/confirmation build/full/part1/confirmation \
+        --out build/full/confirmation --per-draw results/redness_confirmation_per_draw.csv.gz
+    python -m galmeta.result_tables
+
 On a machine with several cores, folds can run in separate processes and be merged:
 
     python benchmarks/redness_evaluation.py --folds 0 1 2 --threads 1 --no-tables --out build/results/part0 &
@@ -30,6 +40,7 @@ from galmeta.config import seed_everything, try_device
 from galmeta.data import load_galaxies
 from galmeta.evaluate import EvaluationConfig, EvaluationResults, default_learners, run_confirmation, run_evaluation
 from galmeta.plots import save_figures
+from galmeta.reports import write_per_draw
 from galmeta.results_files import load_results, save_results
 from galmeta.tasks import build_catalogue
 
@@ -42,8 +53,8 @@ def merged_results(folders):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=("sdss", "sami"), default="sdss",
-                        help="sdss: u - r from griz, redshift slices (notebook 05); sami: g - i from abundance, size and "
-                             "shape, environments as tasks (notebook 06)")
+                        help="sdss: u - r from griz, redshift slices (notebook 06); sami: g - i from abundance, size and "
+                             "shape, environments as tasks (notebook 07)")
     parser.add_argument("--meta-iterations", type=int, default=3000, help="most meta-iterations (early stopping decides)")
     parser.add_argument("--pooled-epochs", type=int, default=100, help="most epochs of the pooled networks")
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -58,6 +69,9 @@ def main():
     parser.add_argument("--merge", nargs="+", metavar="FOLDER",
                         help="merge the saved results of runs over disjoint folds, then write tables and figures to --out")
     parser.add_argument("--no-tables", action="store_true", help="save the results only (for --merge later)")
+    parser.add_argument("--per-draw", metavar="FILE",
+                        help="also write one row per learner, K, seed, fold, slice and draw (results/*.csv.gz: the "
+                             "files the README's tables are printed from, by python -m galmeta.result_tables)")
     parser.add_argument("--only", nargs="+", metavar="LEARNER", help="run only these learners (by name)")
     parser.add_argument("--replace-from", nargs="+", metavar="FOLDER",
                         help="with --merge: the learners of these runs (same draws; merged by folds) replace the "
@@ -88,6 +102,8 @@ def main():
         else:
             results = load_results(out)
         start = time.perf_counter()
+        if args.per_draw:
+            print(f"per-draw rows ({results.sample} sample): {write_per_draw(results, args.per_draw, args.dataset)}")
         summary_rows, paired_rows = results.write(out, n_resamples=args.resamples)
         print("\n".join(str(p) for p in save_figures(results, paired_rows, summary_rows, out)))
         print(f"tables and figures in {time.perf_counter() - start:.0f} s")
@@ -130,6 +146,8 @@ def main():
     if args.no_tables:
         print(f"saved {out}/results.json and results.npz (tables with --merge or --replot)")
         return
+    if args.per_draw:
+        print(f"per-draw rows: {write_per_draw(results, args.per_draw, args.dataset)}")
     summary_rows, paired_rows = results.write(out, n_resamples=args.resamples)
     figures = save_figures(results, paired_rows, summary_rows, out)
     print("\n" + (out / "redness_paired.md").read_text())

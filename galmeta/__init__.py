@@ -14,7 +14,7 @@ Set-up and plumbing
 Data (notebooks 01, 06)
     ``galmeta.data``           the galaxy table: query, SkyServer client, reading, data home, snapshots
     ``galmeta.datasets``       the embedded SDSS and SAMI DR3 tables with their provenance
-    ``galmeta.sami``           SAMI DR3: joins, cleaning, environments as tasks (notebook 06)
+    ``galmeta.sami``           SAMI DR3: joins, cleaning, environments as tasks (notebook 07)
 Tasks (notebook 02)
     ``galmeta.cleaning``       counted cleaning, the redness target, the g, r, i, z features
     ``galmeta.leaks``          leak measurement: no feature may predict the label as well as the target

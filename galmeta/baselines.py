@@ -1,6 +1,6 @@
 """Baselines for few-shot redness estimation, each one :class:`galmeta.learners.Learner`.
 
-Introduced in ``notebooks/05_redness_evaluation.py``.
+Introduced in ``notebooks/06_redness_evaluation.py``.
 
 * :class:`PooledNetwork`: one network fitted to all meta-train galaxies (no task information).
 * :class:`FineTunedPooledNetwork`: the same, fine-tuned on each support set with plain SGD
@@ -234,11 +234,16 @@ class PooledBoosting(_Pooled):
         val_mse = [np.mean((model.predict(X[val]) - y[val]) ** 2) for model in models]
         best = int(np.argmin(val_mse))
         predictions = models[best].predict(X)
-        # out-of-fold predictions for meta-train galaxies: leave one redshift block out at a time
+        # out-of-fold predictions for meta-train galaxies: leave one redshift block out at a time (or, where
+        # tasks are not cut from blocks, as in SAMI's environments, one of five groups of tasks)
         train_blocks = [(lo, hi) for lo, hi, split in data.splits if split == "train"]
+        if train_blocks:
+            held_out = [train[(data.redshift[train] >= lo) & (data.redshift[train] < hi)] for lo, hi in train_blocks]
+        else:
+            tasks = data.tasks["train"]
+            held_out = [np.concatenate([t.indices for t in tasks[i::5]]) for i in range(min(5, len(tasks)))]
         out_of_fold = predictions.copy()
-        for lo, hi in train_blocks:
-            held = train[(data.redshift[train] >= lo) & (data.redshift[train] < hi)]
+        for held in held_out:
             rest = np.setdiff1d(train, held)
             if held.size and rest.size:
                 out_of_fold[held] = self._model(self.settings[best], seed).fit(X[rest], y[rest]).predict(X[held])

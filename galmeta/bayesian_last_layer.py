@@ -130,6 +130,9 @@ class MetaLearnedBayesianLayer(Learner):
         Meta-training tasks draw K uniformly from 0..k_max (K = 0: the prior alone).
     n_query, meta_batch, lr, eval_every, patience
         Query galaxies per task, tasks per meta-batch, Adam's step size, evaluation interval and patience.
+    learned_sd : float, default 1e-2
+        Starting prior standard deviation of the pooled prediction's and the network's coefficients
+        (:meth:`BayesianLastLayer.from_prior`; 0 starts exactly at the hierarchical linear model).
     """
 
     name = "Bayesian last layer, meta-learned"
@@ -137,10 +140,10 @@ class MetaLearnedBayesianLayer(Learner):
     bayesian = True
 
     def __init__(self, iterations, k_max=20, n_query=20, meta_batch=25, lr=1e-3, eval_every=50, patience=20,
-                 hidden=(32, 32), n_learned=8):
+                 hidden=(32, 32), n_learned=8, learned_sd=1e-2):
         self.iterations, self.k_max, self.n_query, self.meta_batch = int(iterations), int(k_max), int(n_query), int(meta_batch)
         self.lr, self.eval_every, self.patience = float(lr), int(eval_every), int(patience)
-        self.hidden, self.n_learned = tuple(hidden), int(n_learned)
+        self.hidden, self.n_learned, self.learned_sd = tuple(hidden), int(n_learned), float(learned_sd)
 
     def fit(self, data, seed, context):
         from galmeta.baselines import PooledBoosting
@@ -156,7 +159,8 @@ class MetaLearnedBayesianLayer(Learner):
         prior = estimate_slice_prior(design(data.X[galaxies]), data.y[galaxies, 0] - self.pooled_[galaxies],
                                      data.target_err[galaxies] ** 2, slice_ids)
         torch.manual_seed(seed)
-        self.model_ = BayesianLastLayer.from_prior(prior, data.X.shape[1], hidden=self.hidden, n_learned=self.n_learned)
+        self.model_ = BayesianLastLayer.from_prior(prior, data.X.shape[1], learned_sd=self.learned_sd, hidden=self.hidden,
+                                                   n_learned=self.n_learned)
         self.initial_state_ = copy.deepcopy(self.model_.state_dict())
         self._fit(data, np.random.default_rng(seed))
         return self

@@ -1,6 +1,6 @@
 """Redness on held-out redshift slices: the learner interface, the protocol, results with paired intervals.
 
-Introduced in ``notebooks/05_redness_evaluation.py``; the full run is
+Introduced in ``notebooks/06_redness_evaluation.py``; the full run is
 ``python benchmarks/redness_evaluation.py``.
 
 Protocol

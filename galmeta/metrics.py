@@ -1,6 +1,6 @@
 """Metrics and uncertainty for few-shot evaluation: robust scatter, ROC AUC, the slice bootstrap, paired differences.
 
-Introduced in ``notebooks/05_redness_evaluation.py``.
+Introduced in ``notebooks/06_redness_evaluation.py``.
 
 Evaluation results are arrays with the axes ``(seed, slice, draw, query)``:
 every training seed of a learner predicts the same support/query draws of the
@@ -79,6 +79,8 @@ def _pooled(values, n_axes):
 METRICS = {
     "rmse": lambda r, l, s, t: np.sqrt(np.mean(_pooled(r, 3) ** 2, axis=-1)),
     "bias": lambda r, l, s, t: np.mean(_pooled(r, 3), axis=-1),
+    # the mean of any per-galaxy score passed in place of the residuals (negative log-likelihood, coverage)
+    "mean": lambda r, l, s, t: np.mean(_pooled(r, 3), axis=-1),
     "sigma_nmad": lambda r, l, s, t: sigma_nmad(_pooled(r, 3)),
     "worst_draw_rmse": lambda r, l, s, t: np.sqrt(np.mean(r ** 2, axis=-1)).reshape(*r.shape[:-3], -1).max(axis=-1),
     "balanced_accuracy": lambda r, l, s, t: balanced_accuracy(_pooled(l, 3), _pooled(s, 3) >= t),

@@ -1,4 +1,4 @@
-"""Figures of the redness evaluation (notebook 05 and ``benchmarks/redness_evaluation.py``).
+"""Figures of the redness evaluation (notebook 06 and ``benchmarks/redness_evaluation.py``).
 
 Every axis has its unit; discrete quantities get markers; errors that span
 decades get a logarithmic axis.
@@ -194,6 +194,27 @@ def plot_predicted_vs_true(results, name, k, ax=None, seed_index=0):
     return ax
 
 
+def plot_coverage(results, k, learners, ax=None, seed_index=None):
+    """Calibration: the share of meta-test query galaxies inside each central predictive interval, against its
+    nominal level (on the diagonal: calibrated; below: intervals too narrow; above: too wide). All seeds
+    pooled unless ``seed_index`` picks one."""
+    ax = _axes(ax, (6, 5))
+    levels = np.linspace(0.05, 0.99, 40)
+    for name in learners:
+        pit = results.pit_values(name, k)
+        pit = (pit if seed_index is None else pit[seed_index]).ravel()
+        pit = pit[np.isfinite(pit)]
+        if pit.size:
+            ax.plot(levels, [np.mean(np.abs(pit - 0.5) <= level / 2) for level in levels], label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="calibrated")
+    ax.set_xlabel("nominal level of the central predictive interval")
+    ax.set_ylabel("share of meta-test galaxies inside it")
+    seeds = "all seeds" if seed_index is None else f"seed {results.config.seeds[seed_index]}"
+    ax.set_title(f"Predictive calibration at K = {k} ({seeds})", fontsize=10)
+    ax.legend(fontsize=7)
+    return ax
+
+
 def save_figures(results, paired_rows, summary_rows, folder, k=10, learners=None):
     """Write the evaluation's figures as PNG files into ``folder``; returns their paths."""
     import matplotlib.pyplot as plt
@@ -209,6 +230,7 @@ def save_figures(results, paired_rows, summary_rows, folder, k=10, learners=None
         "error_vs_steps.png": lambda: plot_error_vs_steps(results, k),
         "per_slice.png": lambda: plot_per_slice(results, k, focus),
         "predicted_vs_true.png": lambda: plot_predicted_vs_true(results, focus[0], k),
+        "coverage.png": lambda: plot_coverage(results, k, focus),
     }
     paths = []
     for name, draw in figures.items():

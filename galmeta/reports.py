@@ -8,13 +8,14 @@ import numpy as np
 
 from galmeta import metrics as gm
 
-__all__ = ["SUMMARY_METRICS", "summary_rows", "paired_rows", "slice_rows", "write_tables", "summary_markdown",
+__all__ = ["SUMMARY_METRICS", "PER_DRAW_COLUMNS", "per_draw_rows", "write_per_draw", "summary_rows", "paired_rows", "slice_rows", "write_tables", "summary_markdown",
            "paired_markdown"]
 
 
 #: ROC AUC is available (``results.interval(name, k, "roc_auc")``) but left out by default: ranking every
 #: resample's scores makes it the slowest metric by far, and balanced accuracy answers the red/blue question.
-SUMMARY_METRICS = ("rmse", "sigma_nmad", "bias", "worst_draw_rmse", "tail_fraction", "balanced_accuracy")
+SUMMARY_METRICS = ("rmse", "sigma_nmad", "bias", "worst_draw_rmse", "tail_fraction", "balanced_accuracy", "nll",
+                   "coverage_68", "coverage_95")
 
 
 def summary_rows(results, metrics=SUMMARY_METRICS, n_resamples=1000):
@@ -32,9 +33,16 @@ def summary_rows(results, metrics=SUMMARY_METRICS, n_resamples=1000):
     return rows
 
 
-def paired_rows(results, metrics=("rmse", "sigma_nmad", "balanced_accuracy"), n_resamples=1000):
-    """For every K and meta-learner: the paired difference to the best non-meta baseline (the headline)."""
+def paired_rows(results, metrics=("rmse", "sigma_nmad", "balanced_accuracy"), n_resamples=1000, family_level=0.95):
+    """For every K and meta-learner: the paired difference to the best non-meta baseline (the headline).
+
+    ``rmse_simultaneous``: the block interval at the Bonferroni level ``1 - (1 - family_level) / m`` for the
+    family of m = meta-learners x K comparisons, so that all of them hold together (meta-learners only).
+    ``nll_blocks``: the difference in mean negative log-likelihood per galaxy, with its block interval.
+    """
     rows = []
+    family = len(results.names("meta-learner")) * len(results.ks)
+    simultaneous = 1 - (1 - family_level) / max(family, 1)
     for k in results.ks:
         reference = results.best_baseline(k)
         for name in results.names("meta-learner") + [n for n in results.names("baseline") if n != reference]:
@@ -44,6 +52,9 @@ def paired_rows(results, metrics=("rmse", "sigma_nmad", "balanced_accuracy"), n_
             # blocks as the unit of independence: the jackknife interval and how correlated a block's slices are
             enough = len(set(results.blocks())) >= 3  # a jackknife over blocks needs three (a one-fold run has two)
             row["rmse_blocks"] = results.paired_blocks(name, reference, k) if enough else None
+            row["rmse_simultaneous"] = (results.paired_blocks(name, reference, k, confidence=simultaneous)
+                                        if enough and row["group"] == "meta-learner" else None)
+            row["nll_blocks"] = results.paired_blocks(name, reference, k, "nll") if enough else None
             row["rmse_icc"] = results.paired_icc(name, reference, k)
             rows.append(row)
     return rows
@@ -67,6 +78,74 @@ def slice_rows(results):
                              "worst_draw_rmse": float(np.sqrt(np.mean(r ** 2, axis=-1)).max()),
                              "balanced_accuracy": float(gm.balanced_accuracy(labels[s].ravel(), predicted.ravel()))})
     return rows
+
+#: Columns of the per-draw result files (``results/redness_per_draw.csv.gz``): one row per learner, K, seed,
+#: fold, slice and draw. ``sse`` is the sum of squared errors of the target over the draw's query galaxies
+#: (mag^2), ``nll_sum`` their summed Gaussian negative log-likelihood (nats), ``n_in68``/``n_in95`` how many
+#: lie inside the central 68%/95% predictive interval, ``n_label_correct`` how many get the right label;
+#: ``val_rmse`` is the learner's meta-validation score by which headline learners are chosen.
+PER_DRAW_COLUMNS = ("dataset", "sample", "learner", "group", "k", "seed", "fold", "block", "slice", "draw", "n_query",
+                    "sse", "nll_sum", "n_in68", "n_in95", "n_label_correct", "val_rmse", "chosen")
+#: Half-widths, in standard deviations, of the central 68.27% and 95% intervals of a Gaussian.
+Z68, Z95 = 1.0, 1.959963984540054
+
+
+def per_draw_rows(results, dataset):
+    """The rows of a per-draw result file (:data:`PER_DRAW_COLUMNS`) for every learner, K, seed and fold."""
+    from galmeta.hierarchical import gaussian_nll
+
+    rows = []
+    slices_by_fold = {}
+    for entry in results.slices:
+        slices_by_fold.setdefault(entry["fold"], []).append(entry)
+    for (name, k, fold, seed), predictions in results.predictions.items():
+        learner = results.learners[name]
+        truth, labels = results.truth[(k, fold)], results.labels[(k, fold)]
+        correct = np.sum((results.margins[(name, k, fold, seed)] >= 0) == labels, axis=-1)
+        with np.errstate(all="ignore"):
+            errors = np.where(np.isfinite(predictions), predictions - truth, np.inf)
+            variance = results.variances[(name, k, fold, seed)]
+            z = np.abs(errors) / np.sqrt(variance)
+            nll = gaussian_nll(errors, variance).sum(axis=-1)
+        sse = (errors ** 2).sum(axis=-1)
+        has_variance = learner.regression and bool(np.all(np.isfinite(variance)))
+        for s, entry in enumerate(slices_by_fold[fold]):
+            for d in range(predictions.shape[1]):
+                rows.append({
+                    "dataset": dataset, "sample": results.sample, "learner": name, "group": learner.group, "k": k,
+                    "seed": seed, "fold": fold, "block": entry.get("block", entry["slice"]), "slice": entry["slice"],
+                    "draw": d, "n_query": predictions.shape[2],
+                    "sse": f"{sse[s, d]:.6g}" if learner.regression else "",
+                    "nll_sum": f"{nll[s, d]:.6g}" if has_variance else "",
+                    "n_in68": int(np.sum(z[s, d] <= Z68)) if has_variance else "",
+                    "n_in95": int(np.sum(z[s, d] <= Z95)) if has_variance else "",
+                    "n_label_correct": int(correct[s, d]),
+                    "val_rmse": f"{results.val_rmse[(name, k, fold, seed)]:.6g}",
+                    "chosen": learner.describe(results.chosen[(name, k, fold, seed)])})
+    return rows
+
+
+def write_per_draw(results, path, dataset):
+    """Write :func:`per_draw_rows` to ``path`` (gzip-compressed CSV when it ends in ``.gz``), atomically.
+
+    The gzip header carries no name and no time, so the same results give the same bytes.
+    """
+    import gzip
+    import io
+
+    from galmeta.safe_files import atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = per_draw_rows(results, dataset)
+    with atomic_write(path) as tmp, open(tmp, "wb") as raw:
+        binary = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if path.suffix == ".gz" else raw
+        with io.TextIOWrapper(binary, encoding="utf-8", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=PER_DRAW_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
+
 
 # -- output -------------------------------------------------------------------------
 def write_tables(results, folder, n_resamples=1000, summary=None, paired=None):
@@ -122,7 +201,8 @@ def _cell(value, spec=".3f"):
     return "—" if value is None else format(value, spec)
 
 
-def summary_markdown(rows, metrics=("rmse", "sigma_nmad", "worst_draw_rmse", "tail_fraction", "balanced_accuracy")):
+def summary_markdown(rows, metrics=("rmse", "sigma_nmad", "worst_draw_rmse", "tail_fraction", "balanced_accuracy", "nll",
+                                    "coverage_95")):
     """The summary table in Markdown: estimate [95% slice-bootstrap interval]."""
     header = "| K | learner | " + " | ".join(metrics) + " | chosen on meta-validation |"
     lines = [header, "|" + "---|" * (len(metrics) + 3)]
@@ -140,8 +220,10 @@ def paired_markdown(rows, results=None):
                      f"{len(results.slices)} meta-test slices x {results.config.n_draws} draws, "
                      f"{len(results.config.seeds)} training seed(s); 95% interval from resampling slices, then draws; "
                      f"block interval: delete-one-block jackknife with Student's t over {len(set(results.blocks()))} "
-                     f"blocks (slices of one block are correlated; ICC: their intraclass correlation); seed sd = "
-                     f"standard deviation of the difference over training seeds.\n")
+                     f"blocks (slices of one block are correlated; ICC: their intraclass correlation); simultaneous: "
+                     f"the block interval at the Bonferroni level for all meta-learners x K together; seed sd = "
+                     f"standard deviation of the difference over training seeds; ΔNLL: mean negative "
+                     f"log-likelihood per galaxy (nats), block interval.\n")
         n_draws = len(results.config.seeds) * len(results.slices) * results.config.n_draws
         failed = [f"{name} at K={k}: {n} of {n_draws} draws"
                   for k in results.ks for name in results.learners if (n := results.non_finite_draws(name, k))]
@@ -153,17 +235,19 @@ def paired_markdown(rows, results=None):
             lines.append("Meta-trainings that diverged (stopped there, predicting with their best meta-validation "
                          "state): " + "; ".join(f"{name}, fold {fold}, seed {seed}, iteration {it}"
                                                 for (name, fold, seed), it in sorted(diverged.items())) + ".\n")
-    lines += ["| K | learner | reference | ΔRMSE (mag), slice interval | block interval | ICC | seed sd | "
-              "Δσ_NMAD (mag) | Δ balanced accuracy |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| K | learner | reference | ΔRMSE (mag), slice interval | block interval | simultaneous | ICC | "
+              "seed sd | ΔNLL | Δσ_NMAD (mag) | Δ balanced accuracy |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     signed = lambda iv: f"{iv.estimate:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"  # noqa: E731
     for row in rows:
-        blocks = row.get("rmse_blocks")
-        block_text = "—" if blocks is None else f"[{blocks.lo:+.3f}, {blocks.hi:+.3f}]"
+        bounds = lambda iv: "—" if iv is None else f"[{iv.lo:+.3f}, {iv.hi:+.3f}]"  # noqa: E731
+        block_text, simultaneous_text = bounds(row.get("rmse_blocks")), bounds(row.get("rmse_simultaneous"))
+        nll = row.get("nll_blocks")
+        nll_text = "—" if nll is None or not np.isfinite(nll.estimate) else signed(nll)
         icc = row.get("rmse_icc")
         icc_text = "—" if icc is None or not np.isfinite(icc) else f"{icc:.2f}"
         lines.append(f"| {row['K']} | {row['learner']} | {row['reference']} | {signed(row['rmse'])} | {block_text} | "
-                     f"{icc_text} | {row['rmse'].seed_sd_text} | {signed(row['sigma_nmad'])} | "
+                     f"{simultaneous_text} | {icc_text} | {row['rmse'].seed_sd_text} | {nll_text} | {signed(row['sigma_nmad'])} | "
                      f"{signed(row['balanced_accuracy'])} |")
     return "\n".join(lines)
 

@@ -159,6 +159,34 @@ class EvaluationResults:
         # RMSE, worst draw and the tail fraction count it instead of NaN hiding it
         return np.where(np.isfinite(residuals), residuals, np.inf)
 
+    #: Scores of the predictive distribution, per galaxy: Gaussian negative log-likelihood (nats) and whether
+    #: the truth lies inside the central 68% / 95% interval; summarised by their mean (metric ``"mean"``).
+    PREDICTIVE_METRICS = ("nll", "coverage_68", "coverage_95")
+
+    def predictive_values(self, name, k, metric):
+        """Per-galaxy ``nll`` or coverage indicator, shape ``(seeds, S, D, Q)`` (NaN without a variance)."""
+        from galmeta.hierarchical import gaussian_nll
+
+        residuals = self.residuals(name, k)
+        variance = self._stack(name, k, self.variances)
+        if metric == "nll":
+            return np.where(np.isfinite(variance), gaussian_nll(residuals, variance), np.nan)
+        half_width = {"coverage_68": 1.0, "coverage_95": 1.959963984540054}[metric]
+        with np.errstate(all="ignore"):
+            inside = (np.abs(residuals) <= half_width * np.sqrt(variance)).astype(float)
+        return np.where(np.isfinite(variance), inside, np.nan)
+
+    def pit_values(self, name, k):
+        """Probability integral transform of every meta-test query galaxy: the predictive CDF at the truth.
+
+        Uniform on [0, 1] for a calibrated learner; piled at 0 and 1 when its intervals are too narrow, in the
+        middle when too wide."""
+        from scipy.stats import norm
+
+        residuals = self.residuals(name, k)
+        with np.errstate(all="ignore"):
+            return norm.cdf(-residuals / np.sqrt(self._stack(name, k, self.variances)))
+
     def non_finite_draws(self, name, k):
         """Number of draws (over seeds, slices and draws) in which some prediction is not a finite number."""
         if not self.learners[name].regression:
@@ -169,11 +197,14 @@ class EvaluationResults:
         """The block of every meta-test slice (slices of one block are correlated: the unit of independence)."""
         return np.array([s.get("block", s["slice"]) for s in self.slices])
 
-    def paired_blocks(self, name, reference, k, metric="rmse"):
+    def paired_blocks(self, name, reference, k, metric="rmse", confidence=0.95):
         """``name`` minus ``reference`` with a delete-one-block jackknife interval (:func:`galmeta.metrics.block_jackknife`)."""
+        if metric in self.PREDICTIVE_METRICS:
+            return gm.block_jackknife("mean", self.blocks(), self.predictive_values(name, k, metric),
+                                      self.predictive_values(reference, k, metric), confidence=confidence)
         return gm.block_jackknife(metric, self.blocks(), self.residuals(name, k), self.residuals(reference, k),
                                   self.label_array(k), self.scores(name, k), self.scores(reference, k),
-                                  threshold=0.0, tail=self.config.tail_rmse)
+                                  threshold=0.0, tail=self.config.tail_rmse, confidence=confidence)
 
     def paired_icc(self, name, reference, k, metric="rmse"):
         """Intraclass correlation, within blocks, of the per-slice differences ``name`` minus ``reference``."""
@@ -187,6 +218,8 @@ class EvaluationResults:
 
     # -- summaries -----------------------------------------------------------------
     def interval(self, name, k, metric="rmse", n_resamples=1000, level="slices"):
+        if metric in self.PREDICTIVE_METRICS:
+            return gm.bootstrap("mean", self.predictive_values(name, k, metric), n_resamples=n_resamples, level=level)
         return gm.bootstrap(metric, self.residuals(name, k), self.label_array(k), self.scores(name, k),
                             threshold=0.0, tail=self.config.tail_rmse, n_resamples=n_resamples, level=level)
 

@@ -1,6 +1,6 @@
 """SAMI Galaxy Survey DR3: redness from element abundance, size and shape, with environments as tasks.
 
-Introduced in ``notebooks/06_sami_abundance_size_shape.py``.
+Introduced in ``notebooks/07_sami_abundance_size_shape.py``.
 
 The course's first question asked for a galaxy's **redness from its element abundance, its size and its
 shape**. SAMI DR3 (Croom et al. 2021) measures all three for the same galaxies: stellar metallicity

@@ -214,7 +214,7 @@ assert 0.03 < np.median(z) < 0.3
 # only galaxies whose $u$ magnitude error is below 0.1 mag, and red galaxies are the faintest in $u$ (that is
 # what being red means). Far away, a red galaxy's $u$ flux is too faint to pass the cut, a blue one's is not:
 # the sample at high redshift is blue by construction, not because the universe is. Every flux-limited
-# sample has such effects; notebook 05 lists this one among its limitations.
+# sample has such effects; notebook 06 lists this one among its limitations.
 
 # %%
 u_r_all = np.asarray(galaxies["dered_u"], float) - np.asarray(galaxies["dered_r"], float)

@@ -353,7 +353,7 @@ assert np.sqrt(curve[10].mean()) < np.sqrt(mean_only.mean()), "the learner must 
 
 # %% [markdown]
 # Whether MAML beats *good* baselines on galaxies (a pooled network, fine-tuning, ridge regression,
-# nearest neighbours) is the question of notebook 05; here we only checked that the from-scratch learner
+# nearest neighbours) is the question of notebook 06; here we only checked that the from-scratch learner
 # works on real data.
 #
 # ## Summary

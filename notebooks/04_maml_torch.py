@@ -338,7 +338,7 @@ for n in names:
     torch.testing.assert_close(library[n], by_hand[n].detach(), rtol=1e-6, atol=1e-7)
 
 # %% [markdown]
-# Now the before/after on galaxy tasks, with the evaluation protocol of notebook 05 (`galmeta.evaluate`): the
+# Now the before/after on galaxy tasks, with the evaluation protocol of notebook 06 (`galmeta.evaluate`): the
 # same seeded support/query draws of every meta-test slice for both learners and for the strongest simple
 # baseline (the pooled network plus a per-slice offset), the number of adaptation steps chosen on
 # meta-validation slices. *Before*: plain MAML meta-trained at K = 10 with one inner step. *After*: MAML++
@@ -449,7 +449,7 @@ assert resumed_alone.iteration == summary["iteration"]
 
 # %% [markdown]
 # How these compare with honest baselines (a pooled network, fine-tuning, ridge regression, nearest
-# neighbours) on the same draws is the subject of notebook 05.
+# neighbours) on the same draws is the subject of notebook 06.
 #
 # ## Summary
 # - `torch.func` turns the MAML objective into a few lines, and the exact second-order meta-gradient falls

@@ -3,7 +3,7 @@ Chromium with every host but this machine unreachable.
 
 Checks that every chapter page loads, every figure is displayed, formulas are typeset (MathJax's elements
 present, no raw TeX left in the prose), the sidebar reaches every chapter, search finds a word that only
-notebook 05 uses, and no request leaves the machine. Screenshots of the landing page and of chapter 05 go
+notebook 06 uses, and no request leaves the machine. Screenshots of the landing page and of chapter 05 go
 to ``build/browser/``. Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them).
 """
 from __future__ import annotations
@@ -79,9 +79,9 @@ def test_the_book_has_a_page_for_every_chapter_and_the_guides(book, executed):
         assert (book / f"{page}.html").is_file(), page
     landing = (book / "index.html").read_text()
     assert "An open course, in ordered notebooks" in landing, "the README's introduction is the landing page"
-    chapter = (book / "05_redness_evaluation.html").read_text()
+    chapter = (book / "06_redness_evaluation.html").read_text()
     assert "This chapter</strong> ran in" in chapter and "local JupyterLab" in chapter
-    assert re.search(r'download="" href="_downloads/[0-9a-f]+/05_redness_evaluation.ipynb"', chapter)
+    assert re.search(r'download="" href="_downloads/[0-9a-f]+/06_redness_evaluation.ipynb"', chapter)
     assert (book / "_static" / "mathjax" / "tex-chtml.js").is_file()
     assert "cdn.jsdelivr" not in chapter and "mathjax@3" not in chapter
 
@@ -157,9 +157,9 @@ def test_every_chapter_loads_with_its_figures_and_typeset_maths(book, executed, 
         prose = browser.execute_script(PROSE_TEXT)
         leftover = RAW_TEX.findall(prose)
         assert not leftover, f"{path.stem}: raw TeX in the text: {leftover[:5]}"
-        if path.stem == "05_redness_evaluation":
+        if path.stem == "06_redness_evaluation":
             SHOTS.mkdir(parents=True, exist_ok=True)
-            browser.save_screenshot(str(SHOTS / "book_05_redness_evaluation.png"))
+            browser.save_screenshot(str(SHOTS / "book_06_redness_evaluation.png"))
         outside += [u for u in _requested_urls(browser) if not u.startswith(LOCAL + (served,))]
     assert not outside, f"requests left the machine: {outside[:10]}"
 
@@ -185,11 +185,11 @@ def test_search_finds_a_word_only_notebook_05_uses(book, executed, served, brows
     pages.update({name: (book / f"{name}.html").read_text()
                   for name in ("index", "readme", "instructor_guide", "sdss_provenance", "sami_provenance")})
     strip = lambda page: re.sub(r"<[^>]+>", " ", page)  # noqa: E731
-    others = set().union(*(_words(strip(text)) for name, text in pages.items() if name != "05_redness_evaluation"))
-    only_05 = sorted(_words(strip(pages["05_redness_evaluation"])) - others)
-    assert only_05, "notebook 05 has no word of its own"
+    others = set().union(*(_words(strip(text)) for name, text in pages.items() if name != "06_redness_evaluation"))
+    only_05 = sorted(_words(strip(pages["06_redness_evaluation"])) - others)
+    assert only_05, "notebook 06 has no word of its own"
     word = only_05[0]
     browser.get(f"{served}/search.html?q={word}")
     found = _wait(lambda: browser.execute_script(
         "return [...document.querySelectorAll('#search-results a')].map(a => a.href);"), 30, f"results for {word!r}")
-    assert any("05_redness_evaluation.html" in link for link in found), (word, found)
+    assert any("06_redness_evaluation.html" in link for link in found), (word, found)

@@ -116,6 +116,26 @@ def test_protocol_on_a_synthetic_catalogue(tmp_path):
     for table in ("redness_per_slice.csv", "redness_summary.md", "redness_paired.md"):
         assert (tmp_path / "again" / table).read_text() == (tmp_path / table).read_text(), table
     assert len(save_figures(loaded, paired, summary, tmp_path / "figures_again", k=5)) == len(paths)
+    for key, variance in results.variances.items():   # every regressor has a predictive variance, saved with it
+        np.testing.assert_array_equal(loaded.variances[key], variance)
+        assert np.all(variance > 0) == results.learners[key[0]].regression
+    # the per-draw file holds what the tables need, byte-identical when written again
+    from galmeta import metrics as gm
+    from galmeta import result_tables as rt
+    from galmeta.reports import write_per_draw
+
+    path = write_per_draw(results, tmp_path / "per_draw.csv.gz", "sdss")
+    first = path.read_bytes()
+    assert write_per_draw(loaded, path, "sdss").read_bytes() == first
+    per_draw = rt.read_per_draw(path)
+    assert len(per_draw["k"]) == len(names) * 2 * 2 * n_slices * 3
+    for row in rt.summary_rows(per_draw):
+        if results.learners[row["learner"]].regression:
+            expected = float(np.mean(gm.metric("rmse", results.residuals(row["learner"], row["K"]))))
+            assert row["rmse"] == pytest.approx(expected, rel=1e-5), row
+    for row in rt.headline_rows(per_draw):
+        assert row["reference"] == results.best_baseline(row["K"]) and row["lo"] <= row["d_rmse"] <= row["hi"]
+        assert row["headline"] == (row["learner"] == results.best_meta_learner(row["K"]))
     # folds run in separate processes, saved and loaded, merge into exactly the same result
     parts = [load_results(save_results(
         ev.run_evaluation(catalogue, ev.default_learners(replace(config, folds=(f,)), device="cpu"),

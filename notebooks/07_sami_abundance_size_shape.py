@@ -26,7 +26,7 @@
 # - meet the data's difficulties one by one (many columns, missing values, noise, non-linearity, few galaxies
 #   per environment) with what the course already built;
 # - treat **environments** (each cluster, and regions of the GAMA fields) as tasks, and evaluate with the same
-#   protocol, learners and baselines as notebook 05, honest about how wide so few environments leave the
+#   protocol, learners and baselines as notebook 06, honest about how wide so few environments leave the
 #   intervals;
 # - measure a leak that hides in a derived quantity (stellar mass is estimated *from* the colour).
 #
@@ -199,7 +199,7 @@ assert linear_rmse["... + stellar mass"] < linear_rmse["abundance, size, shape"]
 #
 # ## 5. The evaluation: environments as tasks
 #
-# The protocol of notebook 05, unchanged (`galmeta.evaluate.run_evaluation`): the 26 environments rotate
+# The protocol of notebook 06, unchanged (`galmeta.evaluate.run_evaluation`): the 26 environments rotate
 # through five folds (each is meta-test once; meta-validation is the next fold's environments; the rest
 # meta-train), every learner predicts the same seeded draws, options are chosen on meta-validation, and the
 # red/blue threshold is the valley of $g - i$ among each fold's meta-train galaxies. With environments of 26 to
@@ -267,7 +267,7 @@ print(f"knowing the redshift: {oracle:+.3f} mag against the pooled network at K=
 
 # %% [markdown]
 # **How wide, and what it allows.** The widths printed above come from 26 environments of very different sizes
-# (a third fewer independent units than notebook 05's 40 slices), and environments differ more than redshift
+# (a third fewer independent units than notebook 06's 40 slices), and environments differ more than redshift
 # slices do. A difference larger than its interval's half-width has a sign the data support; a smaller one does
 # not. In CI mode (one seed, 200 meta-iterations) the numbers illustrate the protocol; the README quotes the run
 # of `python benchmarks/redness_evaluation.py --dataset sami` (five seeds). What the seed's question gets
@@ -304,7 +304,7 @@ assert "oh_p50" in at_scale.sql() and "petroR50_r" in at_scale.sql() and "expAB_
 #   missing values are handled by `galmeta.sami`, every step counted.
 # - Abundance predicts colour best of the three; size and shape add a little; stellar mass would leak the
 #   colour back in.
-# - Environments as tasks, with the same evaluation as notebook 05: the paired intervals over 26 environments
+# - Environments as tasks, with the same evaluation as notebook 06: the paired intervals over 26 environments
 #   are wide, and the run says only what they allow.
 #
 # ## Exercises
