@@ -11,10 +11,11 @@ Set-up and plumbing
     ``galmeta.book``           the executed notebooks as a book (Sphinx, MyST-NB, sphinx-book-theme)
     ``galmeta.course_files``   the checkout, the commit the notebooks come from, a notebook's figures
     ``galmeta.safe_files``     locks, atomic writes and exclusive creates for every file galmeta writes
-Data (notebooks 01, 06)
+Data (notebooks 01, 07)
     ``galmeta.data``           the galaxy table: query, SkyServer client, reading, data home, snapshots
     ``galmeta.datasets``       the embedded SDSS and SAMI DR3 tables with their provenance
     ``galmeta.sami``           SAMI DR3: joins, cleaning, environments as tasks (notebook 07)
+    ``galmeta.samples``        the sealed confirmation sample: a fifth of the SDSS imaging runs (notebook 02)
 Tasks (notebook 02)
     ``galmeta.cleaning``       counted cleaning, the redness target, the g, r, i, z features
     ``galmeta.leaks``          leak measurement: no feature may predict the label as well as the target
@@ -33,7 +34,10 @@ The MAML family in PyTorch (notebook 04)
     ``galmeta.checkpoints``    safe checkpoints (tensors and plain data only), resume rules
     ``galmeta.distributed``    data-parallel meta-training over a process group
     ``galmeta.train``          the ``galmeta train`` / ``torchrun`` launcher
-Evaluation (notebooks 05, 06)
+Hierarchical Bayes (notebook 05)
+    ``galmeta.hierarchical``   empirical Bayes, the hierarchical linear model and its closed-form predictive
+    ``galmeta.bayesian_last_layer`` the meta-learned Bayesian last layer (ALPaCA), started at that model
+Evaluation (notebooks 06, 07)
     ``galmeta.learners``       the ``Learner`` interface, draws, the meta-learners as learners
     ``galmeta.baselines``      the non-meta baselines, each one ``Learner``
     ``galmeta.evaluation_config`` the sizes of one evaluation run
@@ -43,6 +47,7 @@ Evaluation (notebooks 05, 06)
     ``galmeta.reports``        summary and paired tables (CSV, Markdown)
     ``galmeta.results_files``  results saved and loaded as JSON + NumPy arrays (no pickle)
     ``galmeta.plots``          the evaluation's figures
+    ``galmeta.result_tables``  the README's tables, printed from the committed per-draw result files
 """
 
 __version__ = "0.1.0"

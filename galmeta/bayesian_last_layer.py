@@ -57,14 +57,17 @@ class BayesianLastLayer(torch.nn.Module):
     Parameters
     ----------
     n_inputs : int
-        Standardised input features.
+        Input features of the network.
+    n_linear : int, optional
+        How many of the first inputs enter the linear part ``x`` (default: all; the missingness indicators,
+        which come last, feed the network only).
     hidden : tuple of int, default (32, 32)
         Widths of the feature network ``g_theta``.
     n_learned : int, default 8
         Features the network adds.
     """
 
-    def __init__(self, n_inputs, hidden=(32, 32), n_learned=8):
+    def __init__(self, n_inputs, hidden=(32, 32), n_learned=8, n_linear=None):
         super().__init__()
         layers, width = [], n_inputs
         for size in hidden:
@@ -72,20 +75,21 @@ class BayesianLastLayer(torch.nn.Module):
             width = size
         self.network = torch.nn.Sequential(*layers, torch.nn.Linear(width, n_learned, dtype=torch.float64))
         self.n_inputs, self.n_learned = int(n_inputs), int(n_learned)
-        p = 2 + self.n_inputs + self.n_learned
+        self.n_linear = self.n_inputs if n_linear is None else int(n_linear)
+        p = 2 + self.n_linear + self.n_learned
         self.prior_mean = torch.nn.Parameter(torch.zeros(p, dtype=torch.float64))
         self.prior_factor = torch.nn.Parameter(torch.eye(p, dtype=torch.float64) * 0.1)
         self.log_scatter2 = torch.nn.Parameter(torch.tensor(np.log(0.01), dtype=torch.float64))
 
     @classmethod
-    def from_prior(cls, prior, n_inputs, learned_sd=1e-2, **kwargs):
+    def from_prior(cls, prior, n_inputs, learned_sd=1e-2, n_linear=None, **kwargs):
         """Start equal to the hierarchical linear model with ``prior`` (:class:`galmeta.hierarchical.SlicePrior`).
 
         ``learned_sd``: prior standard deviation given to the coefficients of ``f`` and of the network's
         features (0 makes the start exactly the hierarchical model, but then their variance has no gradient).
         """
-        model = cls(n_inputs, **kwargs)
-        p_linear = 1 + int(n_inputs)
+        model = cls(n_inputs, n_linear=n_linear, **kwargs)
+        p_linear = 1 + model.n_linear
         values, vectors = np.linalg.eigh(prior.cov)
         factor = np.zeros((model.prior_mean.numel(),) * 2)
         factor[:p_linear, :p_linear] = vectors * np.sqrt(np.clip(values, 0, None))
@@ -99,7 +103,7 @@ class BayesianLastLayer(torch.nn.Module):
 
     def features(self, x, f):
         ones = torch.ones(x.shape[:-1] + (1,), dtype=x.dtype)
-        return torch.cat([ones, x, f[..., None], self.network(x)], dim=-1)
+        return torch.cat([ones, x[..., : self.n_linear], f[..., None], self.network(x)], dim=-1)
 
     def predictive(self, xs, fs, ys, es2, xq, fq, eq2):
         """Predictive mean and variance of the query galaxies given the support, batched over tasks.
@@ -147,7 +151,7 @@ class MetaLearnedBayesianLayer(Learner):
 
     def fit(self, data, seed, context):
         from galmeta.baselines import PooledBoosting
-        from galmeta.hierarchical import design, estimate_slice_prior, train_slice_arrays
+        from galmeta.hierarchical import design, estimate_slice_prior, measured_inputs, train_slice_arrays
 
         if self.iterations < 0 or self.k_max < 0:
             raise ValueError(f"iterations and k_max must be >= 0, got {self.iterations!r}, {self.k_max!r}")
@@ -156,11 +160,11 @@ class MetaLearnedBayesianLayer(Learner):
         self.pooled_ = pooled.base_predict(data, np.arange(len(data.X))).copy()
         self.pooled_[train] = pooled.training_predict(data, train)  # honest residuals for meta-training
         galaxies, slice_ids = train_slice_arrays(data)
-        prior = estimate_slice_prior(design(data.X[galaxies]), data.y[galaxies, 0] - self.pooled_[galaxies],
+        prior = estimate_slice_prior(design(measured_inputs(data, galaxies)), data.y[galaxies, 0] - self.pooled_[galaxies],
                                      data.target_err[galaxies] ** 2, slice_ids)
         torch.manual_seed(seed)
         self.model_ = BayesianLastLayer.from_prior(prior, data.X.shape[1], learned_sd=self.learned_sd, hidden=self.hidden,
-                                                   n_learned=self.n_learned)
+                                                   n_learned=self.n_learned, n_linear=data.preprocessor.n_measured_)
         self.initial_state_ = copy.deepcopy(self.model_.state_dict())
         self._fit(data, np.random.default_rng(seed))
         return self

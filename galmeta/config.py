@@ -102,7 +102,7 @@ def describe_mode() -> str:
     text = {
         "ci": "CI mode: tiny sizes, numbers are illustrations only (set GALMETA_MODE=laptop for real runs)",
         "laptop": "laptop mode: sizes for a laptop CPU (GALMETA_MODE=full for the paper-scale runs)",
-        "full": "full mode: paper-scale runs (GPU recommended for notebooks 04-05)",
+        "full": "full mode: paper-scale runs (GPU recommended for notebooks 04-06)",
     }[MODE]
     return f"galmeta {text}"
 

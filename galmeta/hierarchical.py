@@ -25,7 +25,7 @@ import numpy as np
 
 from galmeta.learners import Learner
 
-__all__ = ["SlicePrior", "design", "linear_predictive", "estimate_slice_prior", "HierarchicalLinear",
+__all__ = ["SlicePrior", "design", "measured_inputs", "linear_predictive", "estimate_slice_prior", "HierarchicalLinear",
            "gaussian_nll"]
 
 #: Smallest intrinsic scatter (mag^2) an estimate may reach: a prior that claims the colours scatter less
@@ -63,6 +63,12 @@ def design(X):
     """Random-effect inputs ``z = [1, x]``: an intercept and one slope per standardised feature."""
     X = np.asarray(X, float)
     return np.concatenate([np.ones(X.shape[:-1] + (1,)), X], axis=-1)
+
+
+def measured_inputs(data, galaxies):
+    """The standardised measured features of some galaxies (without the 0/1 missingness indicators, which
+    can be constant within a slice and so carry no slope there)."""
+    return data.X[galaxies][..., : data.preprocessor.n_measured_]
 
 
 def linear_predictive(z_support, r_support, noise_support, z_query, noise_query, mean, cov):
@@ -152,7 +158,7 @@ def estimate_slice_prior(z, r, measurement_var, slice_ids):
         if rows.sum() <= p:
             raise ValueError(f"slice {t!r} has {rows.sum()} galaxies, too few to fit {p} coefficients")
         gram = z[rows].T @ z[rows]
-        beta = np.linalg.solve(gram, z[rows].T @ r[rows])
+        beta = np.linalg.lstsq(z[rows], r[rows], rcond=None)[0]
         rss += float(np.sum((r[rows] - z[rows] @ beta) ** 2))
         dof += int(rows.sum()) - p
         betas.append(beta)
@@ -160,7 +166,7 @@ def estimate_slice_prior(z, r, measurement_var, slice_ids):
     scatter2 = max(rss / dof - float(np.mean(measurement_var)), MIN_SCATTER2)
     noise = scatter2 + float(np.mean(measurement_var))
     betas = np.asarray(betas)
-    sampling = np.mean([noise * np.linalg.inv(gram) for gram in grams], axis=0)
+    sampling = np.mean([noise * np.linalg.pinv(gram) for gram in grams], axis=0)
     between = np.cov(betas, rowvar=False).reshape(p, p) - sampling
     values, vectors = np.linalg.eigh(0.5 * (between + between.T))
     cov = (vectors * np.clip(values, 0.0, None)) @ vectors.T
@@ -203,8 +209,8 @@ class HierarchicalLinear(Learner):
         self.base.fit(data, seed, context)
         galaxies, slice_ids = train_slice_arrays(data)
         residuals = data.y[galaxies, 0] - self.base.training_predict(data, galaxies)
-        self.prior_ = estimate_slice_prior(design(data.X[galaxies]), residuals, data.target_err[galaxies] ** 2,
-                                           slice_ids)
+        self.prior_ = estimate_slice_prior(design(measured_inputs(data, galaxies)), residuals,
+                                           data.target_err[galaxies] ** 2, slice_ids)
         return self
 
     def options(self, k):
@@ -218,8 +224,9 @@ class HierarchicalLinear(Learner):
         prior = self.prior_.scaled(option)
         noise = lambda g: prior.scatter2 + data.target_err[g] ** 2  # noqa: E731
         residual_s = data.y[draws.support, 0] - self.base.base_predict(data, draws.support)
-        mean, var = linear_predictive(design(data.X[draws.support]), residual_s, noise(draws.support),
-                                      design(data.X[draws.query]), noise(draws.query), prior.mean, prior.cov)
+        mean, var = linear_predictive(design(measured_inputs(data, draws.support)), residual_s, noise(draws.support),
+                                      design(measured_inputs(data, draws.query)), noise(draws.query), prior.mean,
+                                      prior.cov)
         return self.base.base_predict(data, draws.query) + mean + data.target_mean, var
 
     def predict(self, data, draws, option):

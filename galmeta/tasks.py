@@ -395,7 +395,7 @@ def build_catalogue(table, include_photoz=False, sample="development"):
 
 @dataclass
 class GalaxyTaskData:
-    """One fold of the galaxy tasks: what notebooks 03-05 need, built by :func:`prepare_galaxy_tasks`."""
+    """One fold of the galaxy tasks: what notebooks 03-07 need, built by :func:`prepare_galaxy_tasks`."""
 
     catalogue: GalaxyCatalogue
     fold: int

@@ -127,7 +127,7 @@ np.testing.assert_allclose((tau2, sigma2), gb.offset_shrinkage(residuals, slice_
 # alone would give. By hand:
 
 # %%
-z_train = hb.design(data.X[galaxies])
+z_train = hb.design(hb.measured_inputs(data, galaxies))
 meas_var = data.target_err[galaxies] ** 2
 p = z_train.shape[1]
 betas, grams, rss, dof = [], [], 0.0, 0
@@ -170,7 +170,7 @@ slice_index = int(np.argmax([t.size for t in data.tasks["test"]]))   # the fulle
 support, query = draws.support[slice_index, 0], draws.query[slice_index, 0]
 noise = lambda g: prior.scatter2 + data.target_err[g] ** 2  # noqa: E731
 r_s = data.y[support, 0] - pooled.base_predict(data, support)
-Z_s, Z_q = hb.design(data.X[support]), hb.design(data.X[query])
+Z_s, Z_q = hb.design(hb.measured_inputs(data, support)), hb.design(hb.measured_inputs(data, query))
 C_ss = Z_s @ prior.cov @ Z_s.T + np.diag(noise(support))
 C_qs = Z_q @ prior.cov @ Z_s.T
 mean_by_hand = Z_q @ prior.mean + C_qs @ np.linalg.solve(C_ss, r_s - Z_s @ prior.mean)
@@ -222,7 +222,7 @@ plt.show()
 
 # %%
 support_20 = make_draws(data, "test", 20, n_draws=1, n_query=1, seed=1).support[slice_index, 0]
-Z20 = hb.design(data.X[support_20])
+Z20 = hb.design(hb.measured_inputs(data, support_20))
 lam = np.linalg.eigvalsh(Z20.T @ Z20 / len(Z20))
 lam_grid = np.geomspace(max(lam.min(), 1e-3), lam.max(), 200)
 alpha = 0.5 / lam.max()
@@ -277,7 +277,7 @@ def features_by_hand(layer, galaxies):
     for i, module in enumerate(linear):
         h = h @ module.weight.detach().numpy().T + module.bias.detach().numpy()
         h = np.tanh(h) if i < len(linear) - 1 else h
-    return np.column_stack([np.ones(len(x)), x, layer.pooled_[galaxies], h])
+    return np.column_stack([np.ones(len(x)), x[:, :layer.model_.n_linear], layer.pooled_[galaxies], h])
 
 
 A = layer.model_.prior_factor.detach().numpy()

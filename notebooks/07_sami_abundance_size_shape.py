@@ -16,7 +16,7 @@
 #
 # The course began from a question: estimate a galaxy's **redness from its element abundance, its size and
 # its shape**, in data that are high-dimensional, noisy, with missing values, sparse and non-linear, with
-# meta-learning (the question was first posed in Chinese). The SDSS table of notebooks 01–05 has none of those physical
+# meta-learning (the question was first posed in Chinese). The SDSS table of notebooks 01–06 has none of those physical
 # properties offline. The SAMI Galaxy Survey does: integral-field spectroscopy gives stellar metallicity
 # $[Z/H]$ and $[\alpha/\mathrm{Fe}]$, photometry gives sizes and shapes, for the same galaxies.
 #
@@ -30,7 +30,7 @@
 #   intervals;
 # - measure a leak that hides in a derived quantity (stellar mass is estimated *from* the colour).
 #
-# **Prerequisites:** notebooks 02–05.
+# **Prerequisites:** notebooks 02–06.
 #
 # **Runtime:** on a 2-core CPU, CI mode 27 s (5 folds, 1 training seed, 200 meta-iterations);
 # laptop mode 383 s (2 seeds, 2,000 meta-iterations). GPU: not needed (small networks). Offline: the
@@ -288,7 +288,7 @@ assert "oh_p50" in at_scale.sql() and "petroR50_r" in at_scale.sql() and "expAB_
 
 # %% [markdown]
 # `galmeta data fetch --extra size shape mpa_jhu --rows 200000` caches it (hours of SkyServer time, once); the
-# tasks could then be redshift slices or sky regions, as in notebooks 02–05. Gas-phase O/H is not stellar
+# tasks could then be redshift slices or sky regions, as in notebooks 02–06. Gas-phase O/H is not stellar
 # metallicity, and Petrosian radii are not Sérsic radii: the question changes a little with the data.
 #
 # ## Limitations
