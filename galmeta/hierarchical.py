@@ -25,8 +25,8 @@ import numpy as np
 
 from galmeta.learners import Learner
 
-__all__ = ["SlicePrior", "design", "measured_inputs", "linear_predictive", "estimate_slice_prior", "HierarchicalLinear",
-           "gaussian_nll"]
+__all__ = ["SlicePrior", "design", "measured_inputs", "train_slice_arrays", "linear_predictive",
+           "estimate_slice_prior", "HierarchicalLinear", "gaussian_nll", "MIN_SCATTER2"]
 
 #: Smallest intrinsic scatter (mag^2) an estimate may reach: a prior that claims the colours scatter less
 #: than their measurement errors allow would make every interval too narrow.

@@ -73,28 +73,56 @@ def _axes(ax, figsize):
     return ax if ax is not None else plt.subplots(figsize=figsize)[1]
 
 
-def plot_paired_differences(paired_rows, metric="rmse", ax=None, learners=None, target_name="u − r"):
+def _zoom_on_most(ax, drawn):
+    """Keep the y axis where most intervals lie, so that one learner that blew up does not flatten the others;
+    an estimate beyond the edge is written there with its value (its bar runs off the axis)."""
+    bounds = np.array([b for _, _, lo, hi, _ in drawn for b in (lo, hi)], float)
+    bounds = bounds[np.isfinite(bounds)]
+    if bounds.size < 4:
+        return
+    q_lo, q_hi = np.quantile(bounds, [0.1, 0.9])
+    pad = 0.6 * (q_hi - q_lo)
+    bottom, top = min(q_lo - pad, 0.0), max(q_hi + pad, 0.0)
+    if bounds.min() >= bottom and bounds.max() <= top:
+        return
+    ax.set_ylim(bottom, top)
+    for x, est, _, _, colour in drawn:
+        if np.isfinite(est) and not bottom <= est <= top:
+            edge = top if est > top else bottom
+            ax.plot([x], [edge], marker="^" if est > top else "v", color=colour, clip_on=False)
+            ax.annotate(f"{est:+.2f}", (x, edge), xytext=(4, -10 if est > top else 4), textcoords="offset points",
+                        fontsize=7, color=colour)
+
+
+def plot_paired_differences(paired_rows, metric="rmse", ax=None, learners=None, target_name="u − r", interval=None):
     """The headline: each learner minus the best non-meta baseline, per K, with paired 95% intervals.
 
     Below zero (for errors) means better than the baseline; an interval that crosses zero means the
-    data do not tell the two apart.
+    data do not tell the two apart. ``interval``: the row key of the intervals to draw (default ``metric``,
+    the slice bootstrap; ``"rmse_simultaneous"``: the headline's simultaneous block intervals).
     """
+    kind = {"rmse_simultaneous": "simultaneous block intervals", "rmse_blocks": "95% block intervals"}.get(
+        interval, "95% slice intervals")
     ax = _axes(ax, (8, 4.5))
     ax.set_prop_cycle(color=_twenty_colours())
     names = learners or list(dict.fromkeys(r["learner"] for r in paired_rows))
     ks = sorted({r["K"] for r in paired_rows})
     width = 0.8 / max(len(names), 1)
+    drawn = []
     for i, name in enumerate(names):
         rows = sorted((r for r in paired_rows if r["learner"] == name), key=lambda r: r["K"])
         x = np.array([ks.index(r["K"]) for r in rows]) - 0.4 + width * (i + 0.5)
-        est = np.array([r[metric].estimate for r in rows])
-        lo = np.array([r[metric].lo for r in rows])
-        hi = np.array([r[metric].hi for r in rows])
-        _errorbars(ax, x, est, lo, hi, "o", name)
+        key = interval or metric
+        est = np.array([r[key].estimate for r in rows])
+        lo = np.array([r[key].lo for r in rows])
+        hi = np.array([r[key].hi for r in rows])
+        colour = _errorbars(ax, x, est, lo, hi, "o", name).lines[0].get_color()
+        drawn += [(xi, e, l, h, colour) for xi, e, l, h in zip(x, est, lo, hi)]
+    _zoom_on_most(ax, drawn)
     ax.axhline(0, color="k", lw=0.8)
     reference = {r["K"]: r["reference"] for r in paired_rows}
     ax.set(xticks=range(len(ks)), ylabel=f"Δ {_label(metric, target_name)}\nlearner − best baseline",
-           title="Paired difference to the best non-meta baseline at each K (chosen on meta-validation)")
+           title=f"Paired difference to the best non-meta baseline at each K (chosen on meta-validation)\n{kind}")
     ax.set_xticklabels([f"K = {k}\nvs {reference[k]}".replace(", ", ",\n").replace(" + ", "\n+ ") for k in ks],
                        fontsize=7)
     ax.title.set_fontsize(9)
@@ -200,7 +228,7 @@ def plot_coverage(results, k, learners, ax=None, seed_index=None):
     pooled unless ``seed_index`` picks one."""
     ax = _axes(ax, (6, 5))
     levels = np.linspace(0.05, 0.99, 40)
-    for name in learners:
+    for name in dict.fromkeys(learners):  # a learner named twice (the headline may be the Bayesian layer) once
         pit = results.pit_values(name, k)
         pit = (pit if seed_index is None else pit[seed_index]).ravel()
         pit = pit[np.isfinite(pit)]
@@ -225,7 +253,9 @@ def save_figures(results, paired_rows, summary_rows, folder, k=10, learners=None
     focus = learners or [results.best_meta_learner(k), results.best_baseline(k)]
     figures = {
         "paired_differences.png": lambda: plot_paired_differences(
-            [r for r in paired_rows if r["group"] == "meta-learner"], "rmse", target_name=results.target_name),
+            [r for r in paired_rows if r["group"] == "meta-learner"], "rmse", target_name=results.target_name,
+            interval="rmse_simultaneous" if all(r.get("rmse_simultaneous") for r in paired_rows
+                                                if r["group"] == "meta-learner") else None),
         "error_vs_k.png": lambda: plot_error_vs_k(summary_rows, "rmse", target_name=results.target_name),
         "error_vs_steps.png": lambda: plot_error_vs_steps(results, k),
         "per_slice.png": lambda: plot_per_slice(results, k, focus),

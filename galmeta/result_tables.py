@@ -192,8 +192,9 @@ def headline_markdown(rows, per_draw):
     n_seeds, m = len(per_draw.seeds), rows[0]["family"] if rows else 0
     n_blocks = len(set(per_draw["block"].tolist()))
     sample = per_draw["sample"][0]
+    units = "environments (each its own block)" if per_draw["dataset"][0] == "sami" else "redshift blocks"
     lines = [f"*{sample.capitalize()} sample*: {len(set(zip(per_draw['fold'].tolist(), per_draw['slice'].tolist())))} "
-             f"meta-test slices in {n_blocks} redshift blocks, {n_seeds} training seeds. ΔRMSE = learner minus the "
+             f"meta-test tasks in {n_blocks} {units}, {n_seeds} training seeds. ΔRMSE = learner minus the "
              f"best non-meta baseline (chosen on meta-validation); interval: simultaneous over the family of {m} "
              f"(meta-learners × K; delete-one-block jackknife, Student's t at the Bonferroni level "
              f"{rows[0]['level']:.4f}); ICC: intraclass correlation of the per-slice differences within blocks; "

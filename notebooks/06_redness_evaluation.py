@@ -339,12 +339,14 @@ plt.show()
 # %% [markdown]
 # ## 6. Figures
 #
-# The headline figure: paired differences of the meta-learners to the best non-meta baseline at each $K$.
+# The headline figure: paired differences of the meta-learners to the best non-meta baseline at each $K$
+# (left: RMSE with the simultaneous block intervals of the verdict below; right: balanced accuracy with slice
+# intervals).
 
 # %%
 meta_rows = [r for r in paired_rows if r["group"] == "meta-learner"]
 fig, axes = plt.subplots(1, 2, figsize=(15, 4.6))
-plots.plot_paired_differences(meta_rows, "rmse", ax=axes[0])
+plots.plot_paired_differences(meta_rows, "rmse", ax=axes[0], interval="rmse_simultaneous")
 plots.plot_paired_differences(meta_rows, "balanced_accuracy", ax=axes[1])
 plt.tight_layout()
 plt.show()

@@ -3,7 +3,7 @@ Chromium with every host but this machine unreachable.
 
 Checks that every chapter page loads, every figure is displayed, formulas are typeset (MathJax's elements
 present, no raw TeX left in the prose), the sidebar reaches every chapter, search finds a word that only
-notebook 06 uses, and no request leaves the machine. Screenshots of the landing page and of chapter 05 go
+notebook 06 uses, and no request leaves the machine. Screenshots of the landing page and of chapter 06 go
 to ``build/browser/``. Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ SHOTS = course.repository_root() / "build" / "browser"
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory, request):
-    """The six notebooks executed in CI mode, as ``galmeta course run`` leaves them (with summary.json).
+    """The seven notebooks executed in CI mode, as ``galmeta course run`` leaves them (with summary.json).
 
     ``GALMETA_BOOK_EXECUTED=FOLDER`` reuses notebooks executed earlier (``GALMETA_MODE=ci galmeta course run``).
     """
@@ -74,7 +74,7 @@ def test_binder_links_point_at_the_repository_and_commit(executed, tmp_path, mon
 
 def test_the_book_has_a_page_for_every_chapter_and_the_guides(book, executed):
     names = {p.stem for p in executed.glob("[0-9][0-9]_*.ipynb")}
-    assert len(names) == 6 and all((book / f"{name}.html").is_file() for name in names)
+    assert len(names) == 7 and all((book / f"{name}.html").is_file() for name in names)
     for page in ("index", "readme", "instructor_guide", "sdss_provenance", "sami_provenance", "search"):
         assert (book / f"{page}.html").is_file(), page
     landing = (book / "index.html").read_text()
@@ -180,15 +180,15 @@ def _words(text):
     return set(re.findall(r"[a-z]{8,}", text.lower()))
 
 
-def test_search_finds_a_word_only_notebook_05_uses(book, executed, served, browser):
+def test_search_finds_a_word_only_notebook_06_uses(book, executed, served, browser):
     pages = {p.stem: (book / f"{p.stem}.html").read_text() for p in executed.glob("[0-9][0-9]_*.ipynb")}
     pages.update({name: (book / f"{name}.html").read_text()
                   for name in ("index", "readme", "instructor_guide", "sdss_provenance", "sami_provenance")})
     strip = lambda page: re.sub(r"<[^>]+>", " ", page)  # noqa: E731
     others = set().union(*(_words(strip(text)) for name, text in pages.items() if name != "06_redness_evaluation"))
-    only_05 = sorted(_words(strip(pages["06_redness_evaluation"])) - others)
-    assert only_05, "notebook 06 has no word of its own"
-    word = only_05[0]
+    only_06 = sorted(_words(strip(pages["06_redness_evaluation"])) - others)
+    assert only_06, "notebook 06 has no word of its own"
+    word = only_06[0]
     browser.get(f"{served}/search.html?q={word}")
     found = _wait(lambda: browser.execute_script(
         "return [...document.querySelectorAll('#search-results a')].map(a => a.href);"), 30, f"results for {word!r}")

@@ -104,6 +104,11 @@ def test_protocol_on_a_synthetic_catalogue(tmp_path):
     assert (tmp_path / "redness_per_slice.csv").read_text().count("\n") == 1 + len(names) * 2 * 2 * n_slices
     assert "| 5 | MAML |" in (tmp_path / "redness_paired.md").read_text()
     assert all(np.isfinite(r["rmse"].estimate) for r in paired)
+    for row in paired:  # simultaneous over the family: wider than each block interval, same centre
+        if row["group"] == "meta-learner" and row["rmse_blocks"] is not None:
+            simultaneous, single = row["rmse_simultaneous"], row["rmse_blocks"]
+            assert simultaneous.estimate == single.estimate
+            assert simultaneous.lo <= single.lo and simultaneous.hi >= single.hi
     from galmeta.plots import save_figures
 
     paths = save_figures(results, paired, summary, tmp_path / "figures", k=5)
