@@ -193,7 +193,8 @@ def headline_markdown(rows, per_draw):
     n_blocks = len(set(per_draw["block"].tolist()))
     sample = per_draw["sample"][0]
     units = "environments (each its own block)" if per_draw["dataset"][0] == "sami" else "redshift blocks"
-    lines = [f"*{sample.capitalize()} sample*: {len(set(zip(per_draw['fold'].tolist(), per_draw['slice'].tolist())))} "
+    title = "SAMI DR3 (no sealed sample)" if per_draw["dataset"][0] == "sami" else f"{sample.capitalize()} sample"
+    lines = [f"*{title}*: {len(set(zip(per_draw['fold'].tolist(), per_draw['slice'].tolist())))} "
              f"meta-test tasks in {n_blocks} {units}, {n_seeds} training seeds. ΔRMSE = learner minus the "
              f"best non-meta baseline (chosen on meta-validation); interval: simultaneous over the family of {m} "
              f"(meta-learners × K; delete-one-block jackknife, Student's t at the Bonferroni level "
