@@ -34,6 +34,7 @@ course: import
 	$(BIN)/galmeta course run $(NOTEBOOKS)
 
 test: import
+	rm -rf build/nbval  # a renamed or removed notebook must not leave a stale copy that nbval would run
 	GALMETA_MODE=ci $(BIN)/galmeta course generate --out build/nbval
 	GALMETA_MODE=ci GALMETA_PROGRESS=0 $(BIN)/python -m pytest -p no:cacheprovider --durations=10 \
 		--doctest-modules galmeta tests build/nbval --nbval-lax --nbval-current-env

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import gzip
 import io
 import sys
@@ -53,50 +54,60 @@ class PerDraw:
     def __getitem__(self, key):
         return self.columns[key]
 
-    @property
+    @functools.cached_property
     def learners(self):
         return list(dict.fromkeys(self["learner"].tolist()))
 
     def group_of(self, name):
         return str(self["group"][np.flatnonzero(self["learner"] == name)[0]])
 
-    @property
+    @functools.cached_property
     def ks(self):
         return sorted(set(self["k"].tolist()))
 
-    @property
+    @functools.cached_property
     def seeds(self):
         return sorted(set(self["seed"].tolist()))
 
     def rows_of(self, name, k):
-        return (self["learner"] == name) & (self["k"] == k)
+        """Positions of the rows of one learner at one K."""
+        if not hasattr(self, "_groups"):
+            groups = {}
+            for i, key in enumerate(zip(self["learner"].tolist(), self["k"].tolist())):
+                groups.setdefault(key, []).append(i)
+            self._groups = {key: np.array(rows) for key, rows in groups.items()}
+        return self._groups[(name, k)]
 
     def val_score(self, name, k):
         """Mean meta-validation RMSE over folds and seeds (each fold and seed counted once)."""
         rows = self.rows_of(name, k)
-        keys = {}
-        for fold, seed, value in zip(self["fold"][rows], self["seed"][rows], self["val_rmse"][rows]):
-            keys[(fold, seed)] = value
+        keys = dict(zip(zip(self["fold"][rows].tolist(), self["seed"][rows].tolist()), self["val_rmse"][rows].tolist()))
         return float(np.mean(list(keys.values())))
 
     def best(self, group, k):
         names = [n for n in self.learners if self.group_of(n) == group and np.isfinite(self.val_score(n, k))]
         return min(names, key=lambda n: self.val_score(n, k))
 
+    def _units(self):
+        """Every row's task (fold and slice, numbered in file order) and seed position; the tasks' blocks."""
+        if not hasattr(self, "_unit_index"):
+            keys = np.char.add(np.char.add(self["fold"].astype(str), "|"), self["slice"])
+            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            order = np.argsort(first, kind="stable")        # tasks in the order the file lists them
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+            self._unit_index = rank[inverse]
+            self._unit_blocks = self["block"][first[order]]
+            self._seed_index = np.searchsorted(np.array(self.seeds), self["seed"])
+        return self._unit_index, self._seed_index, self._unit_blocks
+
     def per_slice_sums(self, name, k, column):
-        """Array (seeds, slices) of a column summed over draws, slices in file order; and the slices' blocks."""
+        """Array (seeds, tasks) of a column summed over draws, tasks in file order; and the tasks' blocks."""
+        unit, seed, blocks = self._units()
         rows = self.rows_of(name, k)
-        slices = list(dict.fromkeys(zip(self["fold"][rows].tolist(), self["slice"][rows].tolist())))
-        index = {key: i for i, key in enumerate(slices)}
-        seeds = {s: i for i, s in enumerate(self.seeds)}
-        out = np.zeros((len(seeds), len(slices)))
-        values = self[column][rows]
-        for fold, slice_name, seed, value in zip(self["fold"][rows], self["slice"][rows], self["seed"][rows], values):
-            out[seeds[seed], index[(fold, slice_name)]] += value
-        blocks = {}
-        for fold, slice_name, block in zip(self["fold"][rows], self["slice"][rows], self["block"][rows]):
-            blocks[(fold, slice_name)] = block
-        return out, np.array([blocks[key] for key in slices])
+        out = np.zeros((len(self.seeds), len(blocks)))
+        np.add.at(out, (seed[rows], unit[rows]), self[column][rows])
+        return out, blocks
 
 
 def read_per_draw(path):
@@ -104,6 +115,13 @@ def read_per_draw(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run benchmarks/redness_evaluation.py --per-draw {path} first")
+    stat = path.stat()
+    return _read_per_draw(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_per_draw(path, mtime_ns, size):
+    """Read once per version of a file (the arguments after the path make a changed file a new entry)."""
     raw = path.read_bytes()
     text = gzip.decompress(raw).decode("utf-8") if path.suffix == ".gz" else raw.decode("utf-8")
     return PerDraw(list(csv.DictReader(io.StringIO(text))), path)

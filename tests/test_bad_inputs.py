@@ -396,7 +396,7 @@ def test_an_unknown_mode_is_a_clear_message_on_the_command_line():
 # === Nothing run, nothing lost (races forced deterministically, never by luck) ==========================
 # --- result files cannot run code ---------------------------------------------------------------------
 def test_a_crafted_results_folder_cannot_run_code(tmp_path):
-    from galmeta.results_files import ResultsFileError, load_results
+    from galmeta.results_files import FORMAT_VERSION, ResultsFileError, load_results
 
     marker = tmp_path / "pwned"
 
@@ -406,7 +406,7 @@ def test_a_crafted_results_folder_cannot_run_code(tmp_path):
 
     crafted = tmp_path / "crafted"
     crafted.mkdir()
-    (crafted / "results.json").write_text('{"format": "galmeta-evaluation-results", "format_version": 1}')
+    (crafted / "results.json").write_text('{"format": "galmeta-evaluation-results", "format_version": %d}' % FORMAT_VERSION)
     with open(crafted / "results.npz", "wb") as handle:
         np.savez(handle, prediction=np.array([Evil()], dtype=object))
     with pytest.raises(ResultsFileError, match="results.npz holds Python objects, which galmeta refuses to load"):
