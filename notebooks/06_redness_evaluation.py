@@ -32,10 +32,11 @@
 #
 # **Prerequisites:** notebooks 02–05.
 #
-# **Runtime:** on a 2-core CPU, CI mode 36 s (all 5 folds, 1 training seed, 200 meta-iterations,
-# 4 draws per slice: the numbers illustrate the protocol); laptop mode 494 s (2 seeds, 2,000
-# meta-iterations). The full evaluation quoted in the README (5 folds × 5 seeds, 10 draws per slice) is
-# `python benchmarks/redness_evaluation.py`. GPU: not measured (this notebook's networks are small).
+# **Runtime:** on a 2-core CPU, CI mode 83 s (all 5 folds, 1 training seed, 200 meta-iterations,
+# 4 draws per slice: the numbers illustrate the protocol); laptop mode 831 s (2 seeds, 2,000
+# meta-iterations). The full evaluation quoted in the README (5 folds × 5 seeds, 10 draws per slice, and the
+# sealed confirmation sample) is `python benchmarks/redness_evaluation.py --confirm`. GPU: not measured
+# (this notebook's networks are small).
 
 # %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
 import importlib.util, os, subprocess, sys  # noqa: E401
