@@ -406,13 +406,12 @@ plt.show()
 # %% [markdown]
 # Read the right end of each curve: that is the tail. The MAML++ learner sees support sets of every size
 # from 1 to 20 during meta-training, learns how far to move at each step, and its clipped inner steps bound
-# how far one odd galaxy can pull it. Whether that is enough to beat the per-slice offset, paired and over
-# all 40 slices and 5 seeds, is what the full evaluation measures (README, "Redness on held-out redshift
-# slices": there, with 400 draws per seed and K, the plain NumPy MAML trained at K = 10 had at K = 1 a worst
-# draw of 2.4 mag (each seed's worst, averaged over 5 seeds), the K = 1-20 learners about 0.5, like the
-# baselines). In the full run a few draws of every learner pass
-# 0.3 mag, the oracle's included: those query sets hold galaxies far from what $g, r, i, z$ predict, whatever
-# the learner.
+# how far one odd galaxy can pull it. Whether that is enough to beat the strongest simple models (a pooled
+# model plus a shrunk per-slice offset, or plus random slopes: notebook 05), paired over every slice and 5
+# seeds, is what notebook 06 and the full evaluation measure (README, "Redness on held-out redshift slices",
+# whose per-draw result files also hold every draw's error, so the tails can be read there). In the full run
+# a few draws of every learner pass 0.3 mag, the oracle's included: those query sets hold galaxies far from
+# what $g, r, i, z$ predict, whatever the learner.
 
 # %% [markdown]
 # ## 6. Scaling out: data-parallel meta-training

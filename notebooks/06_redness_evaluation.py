@@ -75,8 +75,8 @@ print(f"device {device}; {len(catalogue.target)} clean galaxies; target u - r, f
 #
 # * **Folds.** The redshift range 0.01–0.21 is cut into ten blocks; in each of five folds two blocks are
 #   meta-test, two meta-validation and six meta-train (notebook 02). Every block is meta-test exactly once,
-#   so all 40 meta-test slices (windows of 0.005 in redshift) are used. Everything that learns is trained
-#   again for every fold.
+#   so all 39 meta-test slices (windows of 0.005 in redshift with 40 development galaxies or more) are
+#   used. Everything that learns is trained again for every fold.
 # * **Draws.** In every meta-test slice and for every $K \in \{1, 5, 10, 20\}$: a fixed number of seeded
 #   draws of $K$ support galaxies and 20 query galaxies. Every learner, and every training seed of a
 #   learner, predicts exactly these draws.

@@ -267,7 +267,7 @@ print(f"knowing the redshift: {oracle:+.3f} mag against the pooled network at K=
 
 # %% [markdown]
 # **How wide, and what it allows.** The widths printed above come from 26 environments of very different sizes
-# (a third fewer independent units than notebook 06's 40 slices), and environments differ more than redshift
+# (a third fewer independent units than notebook 06's 39 slices), and environments differ more than redshift
 # slices do. A difference larger than its interval's half-width has a sign the data support; a smaller one does
 # not. In CI mode (one seed, 200 meta-iterations) the numbers illustrate the protocol; the README quotes the run
 # of `python benchmarks/redness_evaluation.py --dataset sami` (five seeds). What the seed's question gets
