@@ -200,11 +200,12 @@ def _run(catalogue, learners, config, samples, window, min_size, progress):
             context = FitContext(pooled_epochs=config.pooled_epochs)
             for learner in learners:
                 learner.fit(data, seed, context)
-                for sample, results in runs.items():
+                for results in runs.values():
                     if learner.diverged_at is not None:
                         results.diverged[(learner.name, fold, seed)] = learner.diverged_at
-                    for k in config.ks:
-                        _evaluate_one(results, learner, data, k, fold, seed, val_draws[k], test_draws[sample][k])
+                for k in config.ks:
+                    _evaluate_one(runs, learner, data, k, fold, seed, val_draws[k],
+                                  {sample: draws[k] for sample, draws in test_draws.items()})
             if progress:
                 progress(f"fold {fold} seed {seed} done ({time.perf_counter() - start:.0f} s)")
     for results in runs.values():
@@ -212,21 +213,25 @@ def _run(catalogue, learners, config, samples, window, min_size, progress):
     return runs
 
 
-def _evaluate_one(results, learner, data, k, fold, seed, val, test):
-    """Choose the option on one half of meta-validation, score the learner on the other, predict meta-test."""
+def _evaluate_one(runs, learner, data, k, fold, seed, val, tests):
+    """Choose the option on one half of meta-validation, score the learner on the other (once), then predict
+    the meta-test draws of every sample (``runs`` and ``tests``: one entry per sample)."""
     options_half, score_half = validation_halves(val.n_slices)
     truth_val = data.target[val.query]
     val_predictions = learner.predict_options(data, val)
     option_scores = {o: _rmse(p[options_half], truth_val[options_half]) for o, p in val_predictions.items()}
     chosen = min(option_scores, key=option_scores.get) if learner.regression else next(iter(option_scores))
-    test_predictions = learner.predict_options(data, test)
-    truth = data.target[test.query]
-    variance = learner.predictive_variance(data, test, chosen) if learner.regression else None
-    if variance is None:
-        scatter2 = (point_variance(val_predictions[chosen], truth_val, data.target_err[val.query])
-                    if learner.regression else math.nan)
-        variance = scatter2 + data.target_err[test.query] ** 2
-    results.add(learner, k, fold, seed, test_predictions[chosen], chosen,
-                _rmse(val_predictions[chosen][score_half], truth_val[score_half]),
-                {o: _rmse(p, truth) for o, p in test_predictions.items()},
-                learner.margin(data, test_predictions[chosen]), variance=variance)
+    val_score = _rmse(val_predictions[chosen][score_half], truth_val[score_half])
+    scatter2 = None  # a point learner's fitted scatter, computed once if needed
+    for sample, test in tests.items():
+        test_predictions = learner.predict_options(data, test)
+        truth = data.target[test.query]
+        variance = learner.predictive_variance(data, test, chosen) if learner.regression else None
+        if variance is None:
+            if scatter2 is None:
+                scatter2 = (point_variance(val_predictions[chosen], truth_val, data.target_err[val.query])
+                            if learner.regression else math.nan)
+            variance = scatter2 + data.target_err[test.query] ** 2
+        runs[sample].add(learner, k, fold, seed, test_predictions[chosen], chosen, val_score,
+                         {o: _rmse(p, truth) for o, p in test_predictions.items()},
+                         learner.margin(data, test_predictions[chosen]), variance=variance)

@@ -31,6 +31,7 @@ __all__ = [
     "block_jackknife",
     "intraclass_correlation",
     "per_slice",
+    "COVERAGE_HALF_WIDTHS",
 ]
 
 
@@ -86,6 +87,11 @@ METRICS = {
     "balanced_accuracy": lambda r, l, s, t: balanced_accuracy(_pooled(l, 3), _pooled(s, 3) >= t),
     "roc_auc": lambda r, l, s, t: roc_auc(_pooled(l, 3), _pooled(s, 3)),
 }
+
+
+#: Half-widths, in standard deviations, of the central 68.27% and 95% intervals of a Gaussian: the predictive
+#: interval a galaxy's truth must fall in to count towards ``coverage_68`` / ``coverage_95``.
+COVERAGE_HALF_WIDTHS = {"coverage_68": 1.0, "coverage_95": 1.959963984540054}
 
 
 def metric(name, residuals, labels=None, scores=None, threshold=None, tail=None):

@@ -8,8 +8,8 @@ import numpy as np
 
 from galmeta import metrics as gm
 
-__all__ = ["SUMMARY_METRICS", "PER_DRAW_COLUMNS", "per_draw_rows", "write_per_draw", "summary_rows", "paired_rows", "slice_rows", "write_tables", "summary_markdown",
-           "paired_markdown"]
+__all__ = ["SUMMARY_METRICS", "PER_DRAW_COLUMNS", "per_draw_rows", "write_per_draw", "summary_rows", "paired_rows",
+           "slice_rows", "write_tables", "summary_markdown", "paired_markdown"]
 
 
 #: ROC AUC is available (``results.interval(name, k, "roc_auc")``) but left out by default: ranking every
@@ -43,6 +43,7 @@ def paired_rows(results, metrics=("rmse", "sigma_nmad", "balanced_accuracy"), n_
     rows = []
     family = len(results.names("meta-learner")) * len(results.ks)
     simultaneous = 1 - (1 - family_level) / max(family, 1)
+    enough = len(set(results.blocks())) >= 3  # a jackknife over blocks needs three (a one-fold run has two)
     for k in results.ks:
         reference = results.best_baseline(k)
         for name in results.names("meta-learner") + [n for n in results.names("baseline") if n != reference]:
@@ -50,7 +51,6 @@ def paired_rows(results, metrics=("rmse", "sigma_nmad", "balanced_accuracy"), n_
             for metric in metrics:
                 row[metric] = results.paired(name, reference, k, metric, n_resamples)
             # blocks as the unit of independence: the jackknife interval and how correlated a block's slices are
-            enough = len(set(results.blocks())) >= 3  # a jackknife over blocks needs three (a one-fold run has two)
             row["rmse_blocks"] = results.paired_blocks(name, reference, k) if enough else None
             row["rmse_simultaneous"] = (results.paired_blocks(name, reference, k, confidence=simultaneous)
                                         if enough and row["group"] == "meta-learner" else None)
@@ -86,15 +86,13 @@ def slice_rows(results):
 #: ``val_rmse`` is the learner's meta-validation score by which headline learners are chosen.
 PER_DRAW_COLUMNS = ("dataset", "sample", "learner", "group", "k", "seed", "fold", "block", "slice", "draw", "n_query",
                     "sse", "nll_sum", "n_in68", "n_in95", "n_label_correct", "val_rmse", "chosen")
-#: Half-widths, in standard deviations, of the central 68.27% and 95% intervals of a Gaussian.
-Z68, Z95 = 1.0, 1.959963984540054
 
 
 def per_draw_rows(results, dataset):
     """The rows of a per-draw result file (:data:`PER_DRAW_COLUMNS`) for every learner, K, seed and fold."""
     from galmeta.hierarchical import gaussian_nll
 
-    rows = []
+    rows, half_width = [], gm.COVERAGE_HALF_WIDTHS
     slices_by_fold = {}
     for entry in results.slices:
         slices_by_fold.setdefault(entry["fold"], []).append(entry)
@@ -117,8 +115,8 @@ def per_draw_rows(results, dataset):
                     "draw": d, "n_query": predictions.shape[2],
                     "sse": f"{sse[s, d]:.6g}" if learner.regression else "",
                     "nll_sum": f"{nll[s, d]:.6g}" if has_variance else "",
-                    "n_in68": int(np.sum(z[s, d] <= Z68)) if has_variance else "",
-                    "n_in95": int(np.sum(z[s, d] <= Z95)) if has_variance else "",
+                    "n_in68": int(np.sum(z[s, d] <= half_width["coverage_68"])) if has_variance else "",
+                    "n_in95": int(np.sum(z[s, d] <= half_width["coverage_95"])) if has_variance else "",
                     "n_label_correct": int(correct[s, d]),
                     "val_rmse": f"{results.val_rmse[(name, k, fold, seed)]:.6g}",
                     "chosen": learner.describe(results.chosen[(name, k, fold, seed)])})

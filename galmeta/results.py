@@ -171,7 +171,7 @@ class EvaluationResults:
         variance = self._stack(name, k, self.variances)
         if metric == "nll":
             return np.where(np.isfinite(variance), gaussian_nll(residuals, variance), np.nan)
-        half_width = {"coverage_68": 1.0, "coverage_95": 1.959963984540054}[metric]
+        half_width = gm.COVERAGE_HALF_WIDTHS[metric]
         with np.errstate(all="ignore"):
             inside = (np.abs(residuals) <= half_width * np.sqrt(variance)).astype(float)
         return np.where(np.isfinite(variance), inside, np.nan)

@@ -54,6 +54,7 @@ import numpy as np
 
 from galmeta import baselines as gb
 from galmeta import hierarchical as hb
+from galmeta import metrics as gm
 from galmeta.bayesian_last_layer import MetaLearnedBayesianLayer
 from galmeta.config import by_mode, describe_mode, seed_everything
 from galmeta.data import load_galaxies
@@ -317,9 +318,10 @@ for k in (1, 5, 20):
             val = make_draws(data, "val", k, n_draws=3, n_query=20, seed=0)
             val_resid2 = (offset.predict(data, val) - data.target[val.query]) ** 2 - data.target_err[val.query] ** 2
             var = max(val_resid2.mean(), hb.MIN_SCATTER2) + data.target_err[test.query] ** 2
-        z = (mean - truth) / np.sqrt(var)
+        z = np.abs(mean - truth) / np.sqrt(var)   # inside the central 68% / 95% interval: within 1 / 1.96 sd
         scores[(name, k)] = (np.sqrt(np.mean((mean - truth) ** 2)), hb.gaussian_nll(mean - truth, var).mean(),
-                             np.mean(np.abs(z) <= 0.9945), np.mean(np.abs(z) <= 1.96))
+                             np.mean(z <= gm.COVERAGE_HALF_WIDTHS["coverage_68"]),
+                             np.mean(z <= gm.COVERAGE_HALF_WIDTHS["coverage_95"]))
 print(f"{'K':>3s} {'learner':36s} {'RMSE':>7s} {'NLL':>7s} {'in 68%':>7s} {'in 95%':>7s}")
 for (name, k), (rmse, nll, c68, c95) in scores.items():
     print(f"{k:3d} {name:36s} {rmse:7.4f} {nll:7.3f} {c68:7.2f} {c95:7.2f}")
