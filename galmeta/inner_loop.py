@@ -11,7 +11,7 @@ import torch
 
 from galmeta.maml_functional import batched_forward, task_mse
 
-__all__ = ["InnerLoop"]
+__all__ = ["InnerLoop", "sgd_steps", "clip_per_task"]
 
 
 class InnerLoop:
@@ -60,16 +60,7 @@ class InnerLoop:
 
     def clipped(self, grads):
         """Each task's inner gradient rescaled to a norm of at most ``inner_grad_clip`` (differentiable)."""
-        clip = self.config.inner_grad_clip
-        if clip is None:
-            return grads
-        squared = sum(g.pow(2).reshape(g.shape[0], -1).sum(dim=1) for g in grads)
-        # clamp_min before sqrt: at a zero gradient, sqrt's derivative is infinite and the second-order
-        # meta-gradient becomes 0 * inf = NaN (without it, 3 of 25 MAML++ galaxy trainings went NaN). 1e-12:
-        # norms below 1e-6 are never clipped, and clip / norm**2 stays finite in float32.
-        norm = squared.clamp_min(1e-12).sqrt()
-        scale = torch.clamp(clip / norm, max=1.0)
-        return [g * scale.reshape(-1, *([1] * (g.dim() - 1))) for g in grads]
+        return clip_per_task(grads, self.config.inner_grad_clip)
 
     def adapt(self, xs, ys, steps, create_graph, start=None, first_step=0, inner_lr=None, trajectory=False):
         """Per-task parameters after ``steps`` inner SGD steps (a dict name -> (T, ...)).
@@ -79,18 +70,53 @@ class InnerLoop:
         ``trajectory=True`` returns the list of per-task parameters after each step instead.
         """
         n_tasks = xs.shape[0]
-        params = dict(self.model.named_parameters())
-        adapt_names = self.adapt_names
         if start is None:
-            per_task = {n: p.expand(n_tasks, *p.shape) for n, p in params.items()}
+            per_task = {n: p.expand(n_tasks, *p.shape) for n, p in self.model.named_parameters()}
         else:
-            per_task = {n: v.detach().requires_grad_(n in adapt_names) for n, v in start.items()}
-        path = []
-        for step in range(first_step, first_step + int(steps)):
-            loss = task_mse(batched_forward(self.model, per_task, xs), ys).sum()
-            grads = torch.autograd.grad(loss, [per_task[n] for n in adapt_names], create_graph=create_graph)
-            for n, g in zip(adapt_names, self.clipped(list(grads))):
-                per_task[n] = per_task[n] - self.rate(n, step, inner_lr) * g
-            if trajectory:
-                path.append(dict(per_task))
-        return path if trajectory else per_task
+            per_task = {n: v.detach().requires_grad_(n in self.adapt_names) for n, v in start.items()}
+        return sgd_steps(self.model, per_task, xs, ys, steps, create_graph, self.adapt_names,
+                         lambda name, step: self.rate(name, step, inner_lr), self.config.inner_grad_clip,
+                         first_step=first_step, trajectory=trajectory)
+
+
+def clip_per_task(grads, clip):
+    """Each task's gradient (leading axis) rescaled to a norm of at most ``clip`` over all tensors; None: as is."""
+    if clip is None:
+        return grads
+    squared = sum(g.pow(2).reshape(g.shape[0], -1).sum(dim=1) for g in grads)
+    # clamp_min before sqrt: at a zero gradient, sqrt's derivative is infinite and the second-order
+    # meta-gradient becomes 0 * inf = NaN (without it, 3 of 25 MAML++ galaxy trainings went NaN). 1e-12:
+    # norms below 1e-6 are never clipped, and clip / norm**2 stays finite in float32.
+    norm = squared.clamp_min(1e-12).sqrt()
+    scale = torch.clamp(clip / norm, max=1.0)
+    return [g * scale.reshape(-1, *([1] * (g.dim() - 1))) for g in grads]
+
+
+def sgd_steps(model, per_task, xs, ys, steps, create_graph, adapt_names, rate, clip, first_step=0, trajectory=False,
+              support_mask=None):
+    """The inner loop itself: ``steps`` SGD steps of every task's parameters on its support loss.
+
+    Parameters
+    ----------
+    per_task : dict
+        Parameters with a leading task axis (views of shared tensors, or already adapted copies).
+    adapt_names : tuple of str
+        The parameters that move.
+    rate : callable
+        ``rate(name, step)``: the step size, a number or a tensor broadcastable to ``per_task[name]``.
+    clip : float or None
+        Each task's gradient norm bound (:func:`clip_per_task`).
+    support_mask : tensor (T, K), optional
+        1 for real support points, 0 for padding (tasks of one batch with different K, as in
+        :mod:`galmeta.population`): a task's loss is the mean over its real points only.
+    """
+    per_task = dict(per_task)
+    path = []
+    for step in range(first_step, first_step + int(steps)):
+        loss = task_mse(batched_forward(model, per_task, xs), ys, support_mask).sum()
+        grads = torch.autograd.grad(loss, [per_task[n] for n in adapt_names], create_graph=create_graph)
+        for n, g in zip(adapt_names, clip_per_task(list(grads), clip)):
+            per_task[n] = per_task[n] - rate(n, step) * g
+        if trajectory:
+            path.append(dict(per_task))
+    return path if trajectory else per_task

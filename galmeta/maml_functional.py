@@ -77,9 +77,14 @@ def mlp_forward(pairs, x):
     return h
 
 
-def task_mse(out, y):
-    """Per-task mean squared error, shape ``(T,)``."""
-    return ((out - y) ** 2).mean(dim=(-2, -1))
+def task_mse(out, y, mask=None):
+    """Per-task mean squared error, shape ``(T,)``.
+
+    ``mask (T, N)``: 1 for real points, 0 for padding; the mean is then over each task's real points.
+    """
+    if mask is None:
+        return ((out - y) ** 2).mean(dim=(-2, -1))
+    return ((out - y) ** 2 * mask[..., None]).sum(dim=(-2, -1)) / (mask.sum(dim=-1) * out.shape[-1])
 
 
 def _finite(tensor) -> bool:
