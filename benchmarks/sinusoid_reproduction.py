@@ -20,7 +20,9 @@ Learners (``--learners``, default all):
                 clipping), 5 inner steps in training
   pretrained    the paper's baseline
 
-Each (learner, seed) run is saved under ``--out`` (model and the 600 x 11 error curves) and skipped when
+The seeds of each PyTorch learner train as one population (:mod:`galmeta.population`: one batched
+computation, each seed equal to its own training up to float32 rounding); ``--separate`` trains them one
+by one. Each (learner, seed) run is saved under ``--out`` (model and the 600 x 11 error curves) and skipped when
 it exists, so a long run resumes; ``--report`` only prints the table from what is saved.
 
     python benchmarks/sinusoid_reproduction.py                               # everything, 5 seeds (CPU-hours)
@@ -84,8 +86,9 @@ def torch_curve(learner, tasks, max_steps=10, inner_lr=None):
         return np.mean((predictions - yq[None]) ** 2, axis=(2, 3))
 
 
-def run_one(learner, seed, iterations, test, folder):
-    """Train one learner with one seed; save its model and error curves; return the record."""
+def run_one(learner, seed, iterations, test, folder, model=None, seconds=None):
+    """Train one learner with one seed (or take its ``model``, trained in a population, and the ``seconds``
+    the population took); save its model and error curves; return the record."""
     import torch
 
     from galmeta import maml_torch as mt
@@ -110,11 +113,12 @@ def run_one(learner, seed, iterations, test, folder):
             record.update(inner_lr=lr, validation_scores={str(k): v for k, v in scores.items()})
         else:
             config = torch_config(learner)
-            torch.manual_seed(seed)
-            model = mt.MetaLearner(mt.MLP.from_numpy(init, dtype=torch.float32), meta_lr=1e-3, meta_batch=25,
-                                   seed=seed, device="cpu", **config)
-            sample = task_sampler(25, 10, 10, dtype=np.float32)
-            model.fit(lambda r, n: sample(r), iterations, rng=rng)
+            if model is None:
+                model = torch_learner(learner, seed)
+                sample = task_sampler(25, 10, 10, dtype=np.float32)
+                model.fit(lambda r, n: sample(r), iterations, rng=rng)
+            else:
+                record["population"] = True
             model.save(folder / f"seed{seed}.pt")
             other = 1e-3 if config["inner_lr"] == 0.01 else 0.01
             curves = {"curve": torch_curve(model, test)}
@@ -122,11 +126,44 @@ def run_one(learner, seed, iterations, test, folder):
                 curves[f"curve_lr{other:g}"] = torch_curve(model, test, inner_lr=other)
             record["inner_lr"] = config["inner_lr"]
             record["config"] = {k: v for k, v in config.items()}
-    record["seconds"] = time.perf_counter() - start
+    record["seconds"] = time.perf_counter() - start if seconds is None else seconds
     np.savez(folder / f"seed{seed}_curves.npz", **curves)
     (folder / f"seed{seed}.json").write_text(json.dumps(record, indent=2))
     print(f"{learner} seed {seed}: {iterations} iterations, {record['seconds']:.0f} s", flush=True)
     return record
+
+
+def torch_learner(learner, seed):
+    """The untrained PyTorch learner of one seed (its start drawn from the seed's stream, as ``run_one`` does)."""
+    import torch
+
+    from galmeta import maml_torch as mt
+
+    init = mn.init_mlp((1, 40, 40, 1), np.random.default_rng(seed), weight_std=PAPER_WEIGHT_STD)
+    torch.manual_seed(seed)
+    return mt.MetaLearner(mt.MLP.from_numpy(init, dtype=torch.float32), meta_lr=1e-3, meta_batch=25, seed=seed,
+                          device="cpu", **torch_config(learner))
+
+
+def train_population(learner, seeds, iterations):
+    """The seeds of one PyTorch learner trained as one population (galmeta.population); each seed's model is
+    its separate training's up to float32 rounding. Returns the models and the seconds it took."""
+    import torch
+
+    from galmeta.population import fit_population
+
+    torch.set_num_threads(int(os.environ.get("GALMETA_BENCH_THREADS", "1")))
+    models = []
+    rngs = []
+    for seed in seeds:  # each seed's stream continues after its initial weights, as in run_one
+        rng = np.random.default_rng(seed)
+        mn.init_mlp((1, 40, 40, 1), rng, weight_std=PAPER_WEIGHT_STD)
+        models.append(torch_learner(learner, seed))
+        rngs.append(rng)
+    sample = task_sampler(25, 10, 10, dtype=np.float32)
+    start = time.perf_counter()
+    fit_population(models, [lambda r, n: sample(r)] * len(models), iterations, rngs=rngs)
+    return models, time.perf_counter() - start
 
 
 TEST_CLIP = 40.0
@@ -224,6 +261,9 @@ def main():
     parser.add_argument("--iterations", type=int, default=70_000)
     parser.add_argument("--eval-tasks", type=int, default=600)
     parser.add_argument("--report", action="store_true", help="only print the table from the saved runs")
+    parser.add_argument("--separate", action="store_true",
+                        help="train every seed of the PyTorch learners on its own (default: the seeds of a learner "
+                             "as one population, galmeta.population)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "build" / "benchmarks" / "sinusoid"))
     args = parser.parse_args()
 
@@ -232,11 +272,20 @@ def main():
         for learner in args.learners:
             folder = Path(args.out) / f"{learner}_{args.iterations}"
             folder.mkdir(parents=True, exist_ok=True)
+            todo = []
             for seed in args.seeds:
                 if (folder / f"seed{seed}.json").exists():
                     print(f"{learner} seed {seed}: saved, skipped")
-                    continue
-                run_one(learner, seed, args.iterations, test, folder)
+                else:
+                    todo.append(seed)
+            if learner in ("maml-numpy", "pretrained") or args.separate or len(todo) < 2:
+                for seed in todo:
+                    run_one(learner, seed, args.iterations, test, folder)
+                continue
+            models, seconds = train_population(learner, todo, args.iterations)
+            print(f"{learner}: seeds {todo} trained as one population in {seconds:.0f} s", flush=True)
+            for seed, model in zip(todo, models):
+                run_one(learner, seed, args.iterations, test, folder, model=model, seconds=seconds / len(todo))
         if "maml" in args.learners:
             add_clipped_test_curves(args.out, args.iterations, test)
     report(args.out, args.iterations, args.learners)

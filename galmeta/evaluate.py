@@ -139,7 +139,8 @@ def _rmse(predictions, truth):
     return value if np.isfinite(value) else math.inf
 
 
-def run_evaluation(catalogue, learners, config: EvaluationConfig, window=0.005, min_size=40, progress=None):
+def run_evaluation(catalogue, learners, config: EvaluationConfig, window=0.005, min_size=40, progress=None,
+                   population=True):
     """Fit, tune and evaluate every learner on every fold and seed.
 
     Parameters
@@ -150,15 +151,21 @@ def run_evaluation(catalogue, learners, config: EvaluationConfig, window=0.005, 
     config : EvaluationConfig
     progress : callable, optional
         Called with a one-line message after each fold and seed.
+    population : bool, default True
+        Train the meta-learners that can (``Learner.fit_population``) once for all folds and seeds as one
+        batched computation (:mod:`galmeta.population`); False trains every fold and seed separately.
+        Each member equals its separate training up to floating-point rounding.
 
     Returns
     -------
     EvaluationResults
     """
-    return _run(catalogue, learners, config, ("development",), window, min_size, progress)["development"]
+    return _run(catalogue, learners, config, ("development",), window, min_size, progress,
+                population)["development"]
 
 
-def run_confirmation(catalogue, learners, config: EvaluationConfig, window=0.005, min_size=40, progress=None):
+def run_confirmation(catalogue, learners, config: EvaluationConfig, window=0.005, min_size=40, progress=None,
+                     population=True):
     """:func:`run_evaluation` that also evaluates the same trained learners on the sealed confirmation sample.
 
     ``catalogue`` must be built with ``sample="all"`` (:func:`galmeta.tasks.build_catalogue`). Every learner is
@@ -170,18 +177,39 @@ def run_confirmation(catalogue, learners, config: EvaluationConfig, window=0.005
     dict
         ``{"development": EvaluationResults, "confirmation": EvaluationResults}``.
     """
-    return _run(catalogue, learners, config, ("development", "confirmation"), window, min_size, progress)
+    return _run(catalogue, learners, config, ("development", "confirmation"), window, min_size, progress, population)
 
 
-def _run(catalogue, learners, config, samples, window, min_size, progress):
+def _population_fits(learners, folds, config, progress, start, fit_seconds):
+    """Each population-capable learner trained once for every fold and seed: ``{name: {(fold, seed): copy}}``."""
+    fits = {}
+    members = [(fold, seed) for fold in folds for seed in config.seeds]
+    for learner in learners:
+        if learner.fit_population is None:
+            continue
+        begun = time.perf_counter()
+        fitted = learner.fit_population([(folds[fold], seed) for fold, seed in members])
+        fits[learner.name] = dict(zip(members, fitted))
+        vars(learner).update(vars(fitted[-1]))  # as after separate fits: the learner holds the last fold and seed
+        fit_seconds[learner.name] = fit_seconds.get(learner.name, 0.0) + time.perf_counter() - begun
+        if progress:
+            progress(f"{learner.name}: {len(members)} trainings as one population "
+                     f"({time.perf_counter() - start:.0f} s)")
+    return fits
+
+
+def _run(catalogue, learners, config, samples, window, min_size, progress, population=True):
     import dataclasses
 
     runs = {sample: EvaluationResults(config=config, learners={l.name: l for l in learners},
                                       target_name=getattr(catalogue, "target_name", "u − r"), sample=sample)
             for sample in samples}
     start = time.perf_counter()
+    fit_seconds = {}
+    folds = {fold: catalogue.fold(fold, config.n_folds, window=window, min_size=min_size) for fold in config.folds}
+    fits = _population_fits(learners, folds, config, progress, start, fit_seconds) if population else {}
     for fold in config.folds:
-        data = catalogue.fold(fold, config.n_folds, window=window, min_size=min_size)
+        data = folds[fold]
         val_draws = {k: make_draws(data, "val", k, config.n_val_draws, config.n_query, config.draw_seed) for k in config.ks}
         test_draws = {}
         for sample, results in runs.items():
@@ -199,7 +227,12 @@ def _run(catalogue, learners, config, samples, window, min_size, progress):
         for seed in config.seeds:
             context = FitContext(pooled_epochs=config.pooled_epochs)
             for learner in learners:
-                learner.fit(data, seed, context)
+                if learner.name in fits:
+                    learner = fits[learner.name][(fold, seed)]
+                else:
+                    begun = time.perf_counter()
+                    learner.fit(data, seed, context)
+                    fit_seconds[learner.name] = fit_seconds.get(learner.name, 0.0) + time.perf_counter() - begun
                 for results in runs.values():
                     if learner.diverged_at is not None:
                         results.diverged[(learner.name, fold, seed)] = learner.diverged_at
@@ -210,6 +243,7 @@ def _run(catalogue, learners, config, samples, window, min_size, progress):
                 progress(f"fold {fold} seed {seed} done ({time.perf_counter() - start:.0f} s)")
     for results in runs.values():
         results.seconds = time.perf_counter() - start
+        results.fit_seconds = dict(fit_seconds)
     return runs
 
 

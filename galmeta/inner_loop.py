@@ -116,7 +116,10 @@ def sgd_steps(model, per_task, xs, ys, steps, create_graph, adapt_names, rate, c
         loss = task_mse(batched_forward(model, per_task, xs), ys, support_mask).sum()
         grads = torch.autograd.grad(loss, [per_task[n] for n in adapt_names], create_graph=create_graph)
         for n, g in zip(adapt_names, clip_per_task(list(grads), clip)):
-            per_task[n] = per_task[n] - rate(n, step) * g
+            step_size = rate(n, step)
+            # one fused operation for a plain number (the per-task tensors are the largest in the graph)
+            per_task[n] = (torch.add(per_task[n], g, alpha=-step_size) if isinstance(step_size, (int, float))
+                           else torch.addcmul(per_task[n], step_size, g, value=-1))
         if trajectory:
             path.append(dict(per_task))
     return path if trajectory else per_task

@@ -115,6 +115,10 @@ class Learner:
 
     #: The iteration at which the last fit's meta-training diverged and stopped (None: it did not).
     diverged_at = None
+    #: Learners that can train all folds and seeds as one batch define ``fit_population(members)``: it takes
+    #: ``(data, seed)`` pairs and returns one fitted copy per pair, each equal to what :meth:`fit` gives
+    #: (:meth:`GradientMetaLearner.fit_population`). The evaluation then calls it instead of ``fit``.
+    fit_population = None
     #: True for learners with their own predictive distribution (:meth:`predictive_variance`); the
     #: evaluation gives the others a variance per K fitted on meta-validation.
     bayesian = False
@@ -232,14 +236,15 @@ class GradientMetaLearner(AdaptationCurveLearner):
         options.update(VARIANTS.get(self.algorithm, {}))
         return dict(options, inner_lr=self.inner_lr, meta_batch=self.meta_batch, seed=seed)
 
-    def fit(self, data, seed, context):
+    def _prepare(self, data, seed):
+        """The MetaLearner of one fold and seed, its task sampler and its meta-validation batches."""
         import torch
 
         from galmeta import maml_torch as mt
 
         torch.manual_seed(seed)
         init = mn.init_mlp((data.X.shape[1], *self.hidden, 1), np.random.default_rng(seed), dtype=np.float32)
-        self.model = mt.MetaLearner(mt.MLP.from_numpy(init), device=self.device, **self.meta_config(seed))
+        model = mt.MetaLearner(mt.MLP.from_numpy(init), device=self.device, **self.meta_config(seed))
         k_min, k_max = self.support_range
         samplers = {k: data.sampler("train", k, self.n_query) for k in range(k_min, k_max + 1)}
 
@@ -250,10 +255,32 @@ class GradientMetaLearner(AdaptationCurveLearner):
         val = [[a.astype(np.float32) for a in
                 data.sampler("val", k, self.n_query).sample(np.random.default_rng(seed + 1), n_tasks=100)]
                for k in self.validation_ks]
+        return model, sample, val
+
+    def fit(self, data, seed, context):
+        self.model, sample, val = self._prepare(data, seed)
         self.model.fit(sample, self.iterations, val_tasks=val, eval_every=self.eval_every, patience=self.patience,
                        progress=False, rng=np.random.default_rng(seed), on_divergence="stop")
         self.diverged_at = self.model.diverged_at
         return self
+
+    def fit_population(self, members):
+        """:meth:`fit` for many ``(data, seed)`` pairs at once, trained as one population
+        (:mod:`galmeta.population`); returns one fitted copy of this learner per pair, in order."""
+        import copy
+
+        from galmeta.population import fit_population
+
+        prepared = [self._prepare(data, seed) for data, seed in members]
+        fit_population([m for m, _, _ in prepared], [s for _, s, _ in prepared], self.iterations,
+                       val_tasks=[v for _, _, v in prepared], eval_every=self.eval_every, patience=self.patience,
+                       progress=False, rngs=[np.random.default_rng(seed) for _, seed in members], on_divergence="stop")
+        fitted = []
+        for model, _, _ in prepared:
+            twin = copy.copy(self)
+            twin.model, twin.diverged_at = model, model.diverged_at
+            fitted.append(twin)
+        return fitted
 
     def curve(self, xs, ys, xq):
         return self.model.adaptation_predictions(xs.astype(np.float32), ys.astype(np.float32), xq.astype(np.float32),

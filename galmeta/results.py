@@ -52,6 +52,8 @@ class EvaluationResults:
     diverged: dict = field(default_factory=dict)
     #: Predictive variance of every query galaxy's measured target, keyed like ``predictions`` (NaN: none).
     variances: dict = field(default_factory=dict)
+    #: Seconds each learner spent training in this run (all folds and seeds; not saved in result files).
+    fit_seconds: dict = field(default_factory=dict)
 
     #: The stores keyed by learner first (a re-run learner replaces its entries in these).
     LEARNER_STORES = ("predictions", "margins", "chosen", "val_rmse", "option_rmse", "diverged", "variances")

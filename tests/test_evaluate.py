@@ -172,3 +172,20 @@ def test_an_overflowed_prediction_counts_as_an_infinite_error():
     assert tail.estimate == pytest.approx(0.5 / 120)  # one draw of 120 in one seed of two
     worst = gm.metric("worst_draw_rmse", residuals)
     assert worst[0] == np.inf and np.isfinite(worst[1])
+
+
+def test_population_training_gives_the_separate_trainings_results():
+    """The evaluation trains meta-learners as one population per learner (galmeta.population); the
+    predictions equal those of separate trainings up to float32 rounding."""
+    catalogue = build_catalogue(synthetic_table(6000))
+    config = ev.EvaluationConfig(ks=(1, 5), folds=(0, 1), seeds=(0, 1), n_draws=2, n_val_draws=2, n_query=10,
+                                 meta_iterations=20, include_numpy_check=False, algorithms=(("MAML", "maml"),))
+    runs = {}
+    for population in (False, True):
+        learners = [ev.GradientMetaLearner("MAML", "maml", 20, n_support=(1, 5), n_query=10, device="cpu")]
+        runs[population] = ev.run_evaluation(catalogue, learners, config, min_size=45, population=population)
+    assert set(runs[True].predictions) == set(runs[False].predictions)
+    for key, separate in runs[False].predictions.items():
+        np.testing.assert_allclose(runs[True].predictions[key], separate, atol=1e-4)
+        assert runs[True].chosen[key] == runs[False].chosen[key]
+    assert runs[True].fit_seconds["MAML"] > 0
