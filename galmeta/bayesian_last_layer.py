@@ -105,22 +105,32 @@ class BayesianLastLayer(torch.nn.Module):
         ones = torch.ones(x.shape[:-1] + (1,), dtype=x.dtype)
         return torch.cat([ones, x[..., : self.n_linear], f[..., None], self.network(x)], dim=-1)
 
-    def predictive(self, xs, fs, ys, es2, xq, fq, eq2):
+    def predictive(self, xs, fs, ys, es2, xq, fq, eq2, support_mask=None):
         """Predictive mean and variance of the query galaxies given the support, batched over tasks.
 
         ``xs (T, K, d)``, ``fs``, ``ys``, ``es2 (T, K)`` (pooled prediction, target, measurement variance);
-        ``xq (T, Q, d)``, ``fq``, ``eq2 (T, Q)``. K may be 0.
+        ``xq (T, Q, d)``, ``fq``, ``eq2 (T, Q)``. K may be 0. ``support_mask (T, K)``: 0 marks padding (tasks
+        of one batch with different K, :meth:`MetaLearnedBayesianLayer.fit_population`); a padded galaxy has
+        no features, no residual and unit noise, so it changes nothing.
         """
         scatter2 = self.log_scatter2.exp()
         cov = self.prior_factor @ self.prior_factor.T
-        return torch_linear_predictive(self.features(xs, fs), ys, scatter2 + es2, self.features(xq, fq),
-                                       scatter2 + eq2, self.prior_mean, cov)
+        z_support, noise_support = self.features(xs, fs), scatter2 + es2
+        if support_mask is not None:
+            z_support, ys = z_support * support_mask[..., None], ys * support_mask
+            noise_support = torch.where(support_mask > 0, noise_support, torch.ones_like(noise_support))
+        return torch_linear_predictive(z_support, ys, noise_support, self.features(xq, fq), scatter2 + eq2,
+                                       self.prior_mean, cov)
 
-    def nll(self, *task_arrays):
+    def nll(self, *task_arrays, support_mask=None):
         """Mean negative log-likelihood of the query targets (nats per galaxy): the meta-training loss."""
         *inputs, yq = task_arrays
-        mean, var = self.predictive(*inputs)
+        mean, var = self.predictive(*inputs, support_mask=support_mask)
         return (0.5 * torch.log(2 * np.pi * var) + 0.5 * (yq - mean) ** 2 / var).mean()
+
+    def forward(self, *task_arrays, support_mask=None):
+        """:meth:`nll` (so that ``torch.func.functional_call`` can run it with stacked parameters)."""
+        return self.nll(*task_arrays, support_mask=support_mask)
 
 
 class MetaLearnedBayesianLayer(Learner):
@@ -150,6 +160,21 @@ class MetaLearnedBayesianLayer(Learner):
         self.hidden, self.n_learned, self.learned_sd = tuple(hidden), int(n_learned), float(learned_sd)
 
     def fit(self, data, seed, context):
+        self._start(data, seed, context)
+        self._fit(data, np.random.default_rng(seed))
+        return self
+
+    def fit_population(self, members):
+        """:meth:`fit` for many ``(data, seed, context)`` at once, trained as one batched computation (one
+        Adam, early stopping and divergence check per member; :mod:`galmeta.population` explains the idea).
+        Returns one fitted copy of this learner per member, in order; each equals its own :meth:`fit`."""
+        twins = [copy.copy(self)._start(data, seed, context) for data, seed, context in members]
+        _train_population(twins, [data for data, _, _ in members], [np.random.default_rng(seed) for _, seed, _ in members])
+        return twins
+
+    def _start(self, data, seed, context):
+        """Everything :meth:`fit` does before meta-training: the pooled prediction, the empirical-Bayes prior
+        and the model that starts at it."""
         from galmeta.baselines import PooledBoosting
         from galmeta.hierarchical import design, estimate_slice_prior, measured_inputs, train_slice_arrays
 
@@ -166,7 +191,6 @@ class MetaLearnedBayesianLayer(Learner):
         self.model_ = BayesianLastLayer.from_prior(prior, data.X.shape[1], learned_sd=self.learned_sd, hidden=self.hidden,
                                                    n_learned=self.n_learned, n_linear=data.preprocessor.n_measured_)
         self.initial_state_ = copy.deepcopy(self.model_.state_dict())
-        self._fit(data, np.random.default_rng(seed))
         return self
 
     def task_tensors(self, data, support, query):
@@ -184,14 +208,18 @@ class MetaLearnedBayesianLayer(Learner):
         support, query, _ = sampler.sample_indices(rng, n_tasks)
         return self.task_tensors(data, support[:, :k], query)
 
-    def _fit(self, data, rng):
-        optimiser = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
+    def _validation_tasks(self, data, rng):
         val_rng = np.random.default_rng([int(rng.integers(2 ** 31)), 1])
         val_tasks = []
         for k in sorted({0, 1, 5, self.k_max}):
             sampler = data.sampler("val", max(k, 1), self.n_query)
             support, query, _ = sampler.sample_indices(val_rng, 50)
             val_tasks.append(self.task_tensors(data, support[:, :k], query))
+        return val_tasks
+
+    def _fit(self, data, rng):
+        optimiser = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
+        val_tasks = self._validation_tasks(data, rng)
         stopper = EarlyStopping(self.patience)
         self.diverged_at, self.losses_ = None, []
         for iteration in range(self.iterations + 1):
@@ -228,3 +256,90 @@ class MetaLearnedBayesianLayer(Learner):
 
     def predictive_variance(self, data, draws, option=None):
         return self.predictive(data, draws)[1]
+
+
+def _pad_members(batches):
+    """Stack the members' task tensors ``(xs, fs, ys, es2, xq, fq, eq2, yq)`` along a leading member axis,
+    padding the support sets to the largest K; returns the stacked tensors and the support mask ``(A, T, K)``."""
+    k_max = max(b[0].shape[1] for b in batches)
+    stacked, masks = [], []
+    for xs, fs, ys, es2, *query in batches:
+        pad = k_max - xs.shape[1]
+        mask = torch.ones(xs.shape[0], k_max, dtype=xs.dtype)
+        mask[:, xs.shape[1]:] = 0
+        masks.append(mask)
+        stacked.append([torch.nn.functional.pad(xs, (0, 0, 0, pad)), *(torch.nn.functional.pad(a, (0, pad))
+                                                                        for a in (fs, ys, es2)), *query])
+    return [torch.stack(column) for column in zip(*stacked)], torch.stack(masks)
+
+
+def _train_population(learners, datas, rngs):
+    """:meth:`MetaLearnedBayesianLayer._fit` for every learner at once (``learners[p]`` on ``datas[p]`` with
+    ``rngs[p]``): the same draws, steps, evaluations and stops as separate fits, batched over members."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from galmeta.population import stacked_adam_step
+
+    first, size = learners[0], len(learners)
+    params, _ = stack_module_state([learner.model_ for learner in learners])
+    params = {name: tensor.detach().clone().requires_grad_(True) for name, tensor in params.items()}
+    template = copy.deepcopy(first.model_).to("meta")
+
+    def member_nll(member_params, *arrays):
+        *tasks, mask = arrays
+        return functional_call(template, member_params, tuple(tasks), {"support_mask": mask})
+
+    batched_nll = vmap(member_nll)
+    val_tasks = [learner._validation_tasks(data, rng) for learner, data, rng in zip(learners, datas, rngs)]
+    stoppers = [EarlyStopping(first.patience) for _ in range(size)]
+    exp_avg = {n: torch.zeros_like(t) for n, t in params.items()}
+    exp_avg_sq = {n: torch.zeros_like(t) for n, t in params.items()}
+    for learner in learners:
+        learner.diverged_at, learner.losses_ = None, []
+    active, adam_steps = list(range(size)), 0
+
+    def rows(index):
+        return {n: t.index_select(0, index) for n, t in params.items()}
+
+    for iteration in range(first.iterations + 1):
+        if not active:
+            break
+        if iteration % first.eval_every == 0 or iteration == first.iterations:
+            index = torch.tensor(active)
+            with torch.no_grad():
+                per_set = []
+                for s in range(len(val_tasks[active[0]])):
+                    arrays, mask = _pad_members([val_tasks[p][s] for p in active])
+                    per_set.append(batched_nll(rows(index), *arrays, mask))
+            values = torch.stack(per_set).numpy()
+            for i, p in enumerate(list(active)):
+                val = float(np.mean([v.item() for v in values[:, i]]))
+                state = lambda p=p: {n: t[p].detach().clone() for n, t in params.items()}  # noqa: E731
+                if stoppers[p].update(val, state):
+                    active.remove(p)
+        if iteration == first.iterations or not active:
+            break
+        batches = []
+        for p in active:
+            k = int(rngs[p].integers(0, first.k_max + 1))
+            batches.append(learners[p]._sample(datas[p], rngs[p], k, first.meta_batch))
+        arrays, mask = _pad_members(batches)
+        index = torch.tensor(active)
+        losses = batched_nll(rows(index), *arrays, mask)
+        finite = torch.isfinite(losses)
+        for i, p in enumerate(list(active)):
+            if not bool(finite[i]):  # as _fit: a member whose loss is not finite stops, keeping its best state
+                learners[p].diverged_at = iteration
+                active.remove(p)
+        if not active:
+            break
+        grads = torch.autograd.grad(losses[finite].sum(), list(params.values()))
+        adam_steps += 1
+        stacked_adam_step(params, dict(zip(params, grads)), exp_avg, exp_avg_sq, adam_steps, first.lr,
+                          torch.tensor(active))
+        for loss, ok, p in zip(losses.detach().tolist(), finite.tolist(), index.tolist()):
+            if ok:
+                learners[p].losses_.append(loss)
+    for p, learner in enumerate(learners):
+        learner.model_.load_state_dict(stoppers[p].best_state)
+        learner.best_val_nll_, learner.iterations_run_ = stoppers[p].best, len(learner.losses_)

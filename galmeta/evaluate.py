@@ -180,15 +180,15 @@ def run_confirmation(catalogue, learners, config: EvaluationConfig, window=0.005
     return _run(catalogue, learners, config, ("development", "confirmation"), window, min_size, progress, population)
 
 
-def _population_fits(learners, folds, config, progress, start, fit_seconds):
+def _population_fits(learners, folds, contexts, progress, start, fit_seconds):
     """Each population-capable learner trained once for every fold and seed: ``{name: {(fold, seed): copy}}``."""
     fits = {}
-    members = [(fold, seed) for fold in folds for seed in config.seeds]
+    members = list(contexts)
     for learner in learners:
         if learner.fit_population is None:
             continue
         begun = time.perf_counter()
-        fitted = learner.fit_population([(folds[fold], seed) for fold, seed in members])
+        fitted = learner.fit_population([(folds[fold], seed, contexts[fold, seed]) for fold, seed in members])
         fits[learner.name] = dict(zip(members, fitted))
         vars(learner).update(vars(fitted[-1]))  # as after separate fits: the learner holds the last fold and seed
         fit_seconds[learner.name] = fit_seconds.get(learner.name, 0.0) + time.perf_counter() - begun
@@ -207,7 +207,10 @@ def _run(catalogue, learners, config, samples, window, min_size, progress, popul
     start = time.perf_counter()
     fit_seconds = {}
     folds = {fold: catalogue.fold(fold, config.n_folds, window=window, min_size=min_size) for fold in config.folds}
-    fits = _population_fits(learners, folds, config, progress, start, fit_seconds) if population else {}
+    # one context per fold and seed, shared by the learners of that fold and seed however they are trained
+    contexts = {(fold, seed): FitContext(pooled_epochs=config.pooled_epochs) for fold in config.folds
+                for seed in config.seeds}
+    fits = _population_fits(learners, folds, contexts, progress, start, fit_seconds) if population else {}
     for fold in config.folds:
         data = folds[fold]
         val_draws = {k: make_draws(data, "val", k, config.n_val_draws, config.n_query, config.draw_seed) for k in config.ks}
@@ -225,7 +228,7 @@ def _run(catalogue, learners, config, samples, window, min_size, progress, popul
             for k, draws in test_draws[sample].items():
                 results.add_labels(k, fold, data.is_red[draws.query], data.target[draws.query], draws)
         for seed in config.seeds:
-            context = FitContext(pooled_epochs=config.pooled_epochs)
+            context = contexts[fold, seed]
             for learner in learners:
                 if learner.name in fits:
                     learner = fits[learner.name][(fold, seed)]

@@ -116,7 +116,7 @@ class Learner:
     #: The iteration at which the last fit's meta-training diverged and stopped (None: it did not).
     diverged_at = None
     #: Learners that can train all folds and seeds as one batch define ``fit_population(members)``: it takes
-    #: ``(data, seed)`` pairs and returns one fitted copy per pair, each equal to what :meth:`fit` gives
+    #: ``(data, seed, context)`` triples and returns one fitted copy per member, each equal to what :meth:`fit` gives
     #: (:meth:`GradientMetaLearner.fit_population`). The evaluation then calls it instead of ``fit``.
     fit_population = None
     #: True for learners with their own predictive distribution (:meth:`predictive_variance`); the
@@ -265,16 +265,17 @@ class GradientMetaLearner(AdaptationCurveLearner):
         return self
 
     def fit_population(self, members):
-        """:meth:`fit` for many ``(data, seed)`` pairs at once, trained as one population
-        (:mod:`galmeta.population`); returns one fitted copy of this learner per pair, in order."""
+        """:meth:`fit` for many ``(data, seed, context)`` at once, trained as one population
+        (:mod:`galmeta.population`); returns one fitted copy of this learner per member, in order."""
         import copy
 
         from galmeta.population import fit_population
 
-        prepared = [self._prepare(data, seed) for data, seed in members]
+        prepared = [self._prepare(data, seed) for data, seed, _ in members]
         fit_population([m for m, _, _ in prepared], [s for _, s, _ in prepared], self.iterations,
                        val_tasks=[v for _, _, v in prepared], eval_every=self.eval_every, patience=self.patience,
-                       progress=False, rngs=[np.random.default_rng(seed) for _, seed in members], on_divergence="stop")
+                       progress=False, rngs=[np.random.default_rng(seed) for _, seed, _ in members],
+                       on_divergence="stop")
         fitted = []
         for model, _, _ in prepared:
             twin = copy.copy(self)

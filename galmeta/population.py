@@ -46,7 +46,7 @@ from galmeta.safe_files import exclusive_lock
 from galmeta.training import DivergenceGuard, EarlyStopping, _validation_batches
 from galmeta.validation import check_task_array
 
-__all__ = ["PopulationMetaLearner", "fit_population", "pad_support"]
+__all__ = ["PopulationMetaLearner", "fit_population", "pad_support", "stacked_adam_step"]
 
 #: torch.optim.Adam's defaults, which every MetaLearner uses.
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
@@ -85,6 +85,28 @@ def pad_support(batches, dtype, device, check=None):
         xs, ys = [a[0] for a in as_tensor], [a[1] for a in as_tensor]
     return (torch.cat(xs), torch.cat(ys), torch.cat([a[2] for a in as_tensor]), torch.cat([a[3] for a in as_tensor]),
             mask)
+
+
+@torch.no_grad()
+def stacked_adam_step(tensors, grads, exp_avg, exp_avg_sq, step, lr, active):
+    """``torch.optim.Adam``'s update (default betas and eps) of the ``active`` rows of stacked tensors.
+
+    ``tensors``, ``grads``, ``exp_avg``, ``exp_avg_sq``: dicts of ``(P, ...)`` tensors under the same keys;
+    ``step``: the Adam step count of the active members after this update (they all share it); ``active``:
+    a tensor of row indices. Rows not in ``active`` (frozen members) are left as they are.
+    """
+    beta1, beta2 = ADAM_BETAS
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+    for key, tensor in tensors.items():
+        g = grads[key].index_select(0, active)
+        avg = exp_avg[key].index_select(0, active).lerp_(g, 1 - beta1)
+        avg_sq = exp_avg_sq[key].index_select(0, active).mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+        rows = tensor.index_select(0, active).addcdiv_(avg, denom, value=-lr / bias_correction1)
+        tensor.index_copy_(0, active, rows)
+        exp_avg[key].index_copy_(0, active, avg)
+        exp_avg_sq[key].index_copy_(0, active, avg_sq)
 
 
 class PopulationMetaLearner:
@@ -255,24 +277,11 @@ class PopulationMetaLearner:
                 grads[("param", n)][active] = moved / max(self.config.inner_lr, 1e-12)
         return grads, reported
 
-    @torch.no_grad()
     def _adam_step(self, grads, active):
         """torch.optim.Adam's update for the active members' rows; frozen members keep theirs."""
-        beta1, beta2 = ADAM_BETAS
         self.adam_step += 1
-        step = self.adam_step
-        lr = self.config.meta_lr
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
-        for key, tensor in self._trainable().items():
-            g = grads[key].index_select(0, active)
-            avg = self.exp_avg[key].index_select(0, active).lerp_(g, 1 - beta1)
-            avg_sq = self.exp_avg_sq[key].index_select(0, active).mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
-            rows = tensor.index_select(0, active).addcdiv_(avg, denom, value=-lr / bias_correction1)
-            tensor.index_copy_(0, active, rows)
-            self.exp_avg[key].index_copy_(0, active, avg)
-            self.exp_avg_sq[key].index_copy_(0, active, avg_sq)
+        stacked_adam_step(self._trainable(), grads, self.exp_avg, self.exp_avg_sq, self.adam_step, self.config.meta_lr,
+                          active)
 
     # -- members -------------------------------------------------------------------------------
     def _member_state(self, p):
