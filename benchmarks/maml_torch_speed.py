@@ -7,7 +7,8 @@ step, second order, float32, Adam. All learners run the same work side by side i
 * the same meta-gradient written with ``torch.func`` (``vmap`` of ``grad``), the alternative we measured;
 * a per-task loop with ``torch.autograd.grad(create_graph=True)``, the style of learn2learn and most tutorials;
 * the ``higher`` library's ``innerloop_ctx`` (benchmark-only extra: ``pip install higher``);
-* galmeta's NumPy MAML.
+* galmeta's NumPy MAML;
+* galmeta PyTorch MAML trained as a population of 25 learners (:mod:`galmeta.population`), per learner.
 
 Also: achieved FLOP rate as a fraction of the machine's measured matrix-multiply peak, peak memory of
 second-order training against inner steps, and on a GPU the throughput against meta-batch size.
@@ -49,6 +50,28 @@ def galmeta_step(device, data, inner_steps=1):
                              device=device)
     it = cycle(data)
     return lambda: learner.step(*next(it))
+
+
+def population_step(device, data, members=25):
+    """One meta-iteration of ``members`` MAML learners trained as one population (galmeta.population); the
+    rate it gives is divided by ``members`` below, so it compares per learner with the others."""
+    import itertools
+
+    from galmeta.population import PopulationMetaLearner
+
+    learners = []
+    for seed in range(members):
+        init = mn.init_mlp(SIZES, np.random.default_rng(seed), dtype=np.float32, weight_std=PAPER_WEIGHT_STD)
+        learners.append(mt.MetaLearner(mt.MLP.from_numpy(init), algorithm="maml", inner_lr=0.01, device=device))
+    population = PopulationMetaLearner(learners)
+    active = torch.arange(members, device=device)
+    batches = itertools.cycle([[data[(i + j) % len(data)] for j in range(members)] for i in range(len(data))])
+
+    def step():
+        grads, _ = population._gradients(active, next(batches))
+        population._adam_step(grads, active)
+
+    return step
 
 
 def func_step(device, data):
@@ -224,6 +247,9 @@ def main():
         print("(higher is not installed: pip install 'galmeta[bench]' to include it)")
     if device.type == "cpu":
         rates["galmeta NumPy MAML"] = iterations_per_second(numpy_step(), n)
+    members = 25
+    rates[f"galmeta PyTorch MAML, population of {members} (per learner)"] = (
+        iterations_per_second(population_step(device, data, members), max(n // 20, 5)) * members)
     ours = rates["galmeta PyTorch MAML (batched)"]
     print_table(("learner", "meta-it/s", "galmeta PyTorch is ... x faster"),
                 [(name, f"{rate:9.1f}", f"{ours / rate:6.1f}") for name, rate in rates.items()])
@@ -234,6 +260,13 @@ def main():
         print(f"; >= 20x higher -> {ours / hi:.1f}x ({'met' if ours / hi >= 20 else 'NOT met'})")
     else:
         print()
+
+    if "galmeta NumPy MAML" in rates:
+        numpy_rate = rates["galmeta NumPy MAML"]
+        population = rates[f"galmeta PyTorch MAML, population of {members} (per learner)"]
+        print(f"target: PyTorch MAML step at least as fast as the NumPy step -> {ours / numpy_rate:.2f}x "
+              f"({'met' if ours >= numpy_rate else 'NOT met'}); per learner in a population of {members}: "
+              f"{population / numpy_rate:.2f}x")
 
     flops = meta_iteration_flops()
     peak = peak_matmul_flops(device)
