@@ -43,9 +43,18 @@ def sigma_nmad(residuals, axis=-1):
     >>> float(sigma_nmad([0.0, 0.1, -0.1, 0.2, 5.0]))  # the 5.0 outlier barely matters
     0.14826
     """
-    residuals = np.asarray(residuals, float)
-    median = np.median(residuals, axis=axis, keepdims=True)
-    return 1.4826 * np.median(np.abs(residuals - median), axis=axis)
+    residuals = np.moveaxis(np.asarray(residuals, float), axis, -1)
+    median = _median(residuals)
+    return 1.4826 * _median(np.abs(residuals - median[..., None]))
+
+
+def _median(values):
+    """``np.median`` over the last axis, by sorting: NumPy's vectorised sort is several times faster than the
+    partition ``np.median`` uses on the bootstrap's (resamples x galaxies) arrays; NaN where a row has one."""
+    ordered = np.sort(values, axis=-1)
+    n = ordered.shape[-1]
+    middle = ordered[..., n // 2] if n % 2 else 0.5 * (ordered[..., n // 2 - 1] + ordered[..., n // 2])
+    return np.where(np.isnan(ordered[..., -1]), np.nan, middle)  # sorting puts NaN last
 
 
 def roc_auc(labels, scores, axis=-1):
@@ -157,9 +166,50 @@ class Interval:
         return f"{self.estimate:{spec}} [{self.lo:{spec}}, {self.hi:{spec}}]"
 
 
+#: Metrics that combine per-draw summaries (every draw has the same number of query galaxies): the bootstrap
+#: resamples those ``(S, D)`` summaries instead of every galaxy, Q times less data for the same numbers.
+_PER_DRAW = ("rmse", "bias", "mean", "worst_draw_rmse", "tail_fraction", "balanced_accuracy")
+
+
+def _draw_summaries(name, residuals, labels, scores, threshold):
+    """Per-draw summaries ``(..., S, D, n)`` from which :func:`_from_draw_summaries` gives the metric."""
+    if name == "rmse":
+        return np.mean(residuals ** 2, axis=-1)[..., None]
+    if name in ("bias", "mean"):
+        return np.mean(residuals, axis=-1)[..., None]
+    if name in ("worst_draw_rmse", "tail_fraction"):
+        return np.sqrt(np.mean(residuals ** 2, axis=-1))[..., None]
+    labels, predicted = np.broadcast_arrays(np.asarray(labels, bool), np.asarray(scores, float) >= threshold)
+    correct = labels == predicted
+    return np.stack([np.where(labels, correct, False).sum(-1), labels.sum(-1),
+                     np.where(~labels, correct, False).sum(-1), (~labels).sum(-1)], axis=-1).astype(float)
+
+
+def _from_draw_summaries(name, summaries, tail):
+    """The metric over the last three axes ``(slice, draw, summary)`` of resampled draw summaries."""
+    pooled = summaries.reshape(*summaries.shape[:-3], -1, summaries.shape[-1])  # (..., S*D, n)
+    if name == "rmse":
+        return np.sqrt(np.mean(pooled[..., 0], axis=-1))
+    if name in ("bias", "mean"):
+        return np.mean(pooled[..., 0], axis=-1)
+    if name == "worst_draw_rmse":
+        return pooled[..., 0].max(axis=-1)
+    if name == "tail_fraction":
+        return np.mean(pooled[..., 0] > tail, axis=-1)
+    totals = pooled.sum(axis=-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 0.5 * (totals[..., 0] / totals[..., 1] + totals[..., 2] / totals[..., 3])
+
+
 def _resampled_metric(name, arrays, slices, draws, kwargs, chunk):
     residuals, labels, scores = arrays
     out = []
+    if name in _PER_DRAW:
+        summaries = _draw_summaries(name, np.asarray(residuals, float), labels, scores, kwargs.get("threshold"))
+        for start in range(0, slices.shape[0], chunk):
+            out.append(_from_draw_summaries(name, _gather(summaries, slices[start:start + chunk],
+                                                          draws[start:start + chunk]), kwargs.get("tail")))
+        return np.concatenate(out, axis=0)
     for start in range(0, slices.shape[0], chunk):
         s, d = slices[start:start + chunk], draws[start:start + chunk]
         r = _gather(residuals, s, d)

@@ -23,7 +23,8 @@
 #   only the head) and Reptile; fit / adapt / predict, early stopping and checkpoints;
 # - stabilise adaptation with MAML++ (learned per-layer, per-step rates, the multi-step loss, inner-gradient
 #   clipping) and training at every support size, and measure what it does to the **tail** on galaxy tasks;
-# - scale out: data-parallel meta-training on several processes with `torch.distributed` and `torchrun`.
+# - scale out: data-parallel meta-training on several processes with `torch.distributed` and `torchrun`;
+# - train many learners (folds, seeds) as one batched computation, each equal to its own training.
 #
 # **Prerequisites:** notebook 03; PyTorch tensors and `autograd`.
 #
@@ -447,6 +448,85 @@ print(f"a checkpoint written by 2 ranks resumes in this one process at iteration
 assert resumed_alone.iteration == summary["iteration"]
 
 # %% [markdown]
+# ## 7. Many learners as one batch: population training
+#
+# Notebook 06 trains every meta-learner once per fold and seed: 25 trainings of the same small network that
+# differ only in their data, their start and their random numbers. Each of them alone spends most of its time
+# in per-call overhead (section 2). `galmeta.population` trains them **together**: every parameter gets a
+# leading *member* axis, member $p$'s $T$ tasks get copies of member $p$'s weights, and all $P \times T$ tasks
+# go through the batched inner loop of section 2 at once. The loss is the sum of the members' meta-losses;
+# since members share no parameter, its gradient with respect to member $p$'s rows is exactly member $p$'s
+# meta-gradient. Adam is elementwise, so one Adam on the stacked tensors is one Adam per member. Early stopping,
+# the divergence guard and checkpoints stay per member: a member that stops is *masked* (its rows no longer
+# change) while the others go on. Tasks of different members may have different $K$: their support sets are
+# padded and the padding masked out of each task's loss.
+#
+# Here three MAML learners (float64, different starts, different $K$ per meta-batch) are trained on their own
+# and as one population; every member must end where its own training ends.
+
+# %%
+from galmeta.population import fit_population
+
+
+def sinusoid_member(seed):
+    start = mn.init_mlp((1, 40, 40, 1), np.random.default_rng(seed), weight_std=PAPER_WEIGHT_STD)
+    return mt.MetaLearner(mt.MLP.from_numpy(start), algorithm="maml", inner_lr=0.01, device="cpu", dtype=torch.float64,
+                          seed=seed)
+
+
+def sinusoid_tasks_with_k(k):
+    sample = task_sampler(25, k, 10)
+    return lambda r, n: sample(r)
+
+
+member_ks = (5, 10, 20)
+alone = [sinusoid_member(seed).fit(sinusoid_tasks_with_k(k), 20, progress=False, rng=np.random.default_rng(seed))
+         for seed, k in enumerate(member_ks)]
+together = fit_population([sinusoid_member(seed) for seed in range(3)], [sinusoid_tasks_with_k(k) for k in member_ks],
+                          20, progress=False, rngs=[np.random.default_rng(seed) for seed in range(3)])
+gap = max(float((p - q).detach().abs().max()) for a, b in zip(alone, together)
+          for p, q in zip(a.model.parameters(), b.model.parameters()))
+moved = max(float((p - q).detach().abs().max())
+            for p, q in zip(alone[0].model.parameters(), sinusoid_member(0).model.parameters()))
+print(f"largest parameter difference, population against separate trainings: {gap:.1e} "
+      f"(the parameters moved by up to {moved:.3f})")
+assert gap < 1e-10
+
+# %% [markdown]
+# The speed-up comes from fewer, larger calls. On this notebook's CPU, float32, the sinusoid setting:
+
+# %%
+def learner_iterations_per_second(members, n_iterations):
+    """Learner-iterations per second of ``members`` MAML learners: one on its own (``members=0``) or as a population."""
+    learners = []
+    for seed in range(max(members, 1)):
+        start = mn.init_mlp((1, 40, 40, 1), np.random.default_rng(seed), dtype=np.float32, weight_std=PAPER_WEIGHT_STD)
+        learners.append(mt.MetaLearner(mt.MLP.from_numpy(start), algorithm="maml", inner_lr=0.01, device=device))
+    sample32 = task_sampler(25, 10, 10, dtype=np.float32)
+    began = time.perf_counter()
+    if members == 0:
+        learners[0].fit(lambda r, n: sample32(r), n_iterations, progress=False)
+    else:
+        fit_population(learners, [lambda r, n: sample32(r)] * members, n_iterations, progress=False)
+    return max(members, 1) * n_iterations / (time.perf_counter() - began)
+
+
+n_population_iterations = by_mode(ci=10, laptop=50)
+member_rates = {members: learner_iterations_per_second(members, n_population_iterations) for members in (0, 5, 25)}
+for members, rate in member_rates.items():
+    label = "one learner on its own" if members == 0 else f"{members} learners as one population"
+    print(f"  {label:<30s} {rate:7.0f} learner-iterations per second")
+print(f"RESULT: 25 learners as one population train {member_rates[25] / member_rates[0]:.1f}x as many "
+      f"learner-iterations per second as one learner on its own on {device}")
+# No assertion on the ratio (timings depend on the machine's load); benchmarks/population_speed.py measures
+# 25 galaxy trainings both ways side by side.
+
+# %% [markdown]
+# On two CPU cores the gain is about twofold: once the calls are large, the arithmetic and the memory traffic
+# of the per-task weights are what is left. `run_evaluation` trains every meta-learner this way (notebook 06);
+# on a GPU the population is what fills the device.
+#
+# %% [markdown]
 # How these compare with honest baselines (a pooled network, fine-tuning, ridge regression, nearest
 # neighbours) on the same draws is the subject of notebook 06.
 #
@@ -460,6 +540,8 @@ assert resumed_alone.iteration == summary["iteration"]
 # - Means hide tails: report the mean over *all* tasks or draws beside the median, the worst case and the share
 #   beyond a threshold. MAML++'s learned per-step rates, multi-step loss and clipped inner steps, with
 #   meta-training at every support size, are options of the same trainer (`mt.mamlpp_config`).
+# - Many trainings of one configuration run as one population (`galmeta.population.fit_population`): a member
+#   axis on every tensor, one Adam and one early stopping per member, and each member equal to its own training.
 #
 # ## Exercises
 #

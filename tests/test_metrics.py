@@ -67,3 +67,32 @@ def test_block_jackknife_and_icc_basics():
     with pytest.raises(ValueError, match="at least 3 blocks"):
         gm.block_jackknife("rmse", np.zeros(40, int), a)
     assert gm.intraclass_correlation(rng.normal(size=400), np.repeat(np.arange(100), 4)) < 0.2
+
+
+@pytest.mark.parametrize("name", ["rmse", "bias", "mean", "worst_draw_rmse", "tail_fraction", "balanced_accuracy"])
+def test_resampling_draw_summaries_equals_resampling_galaxies(name):
+    """The bootstrap resamples per-draw summaries for metrics that combine over draws; the numbers must be
+    those of resampling every galaxy (with an overflowed draw and a seed axis)."""
+    from galmeta.metrics import _gather, _metric_kwargs, _resampled_metric, hierarchical_resamples, metric
+
+    rng = np.random.default_rng(3)
+    residuals = rng.normal(0, 0.3, (2, 7, 4, 6))
+    residuals[1, 2, 3, 0] = np.inf
+    labels = (rng.random((1, 7, 4, 6)) < 0.4)
+    scores = rng.normal(size=(2, 7, 4, 6))
+    slices, draws = hierarchical_resamples(rng, 7, 4, 50)
+    kwargs = _metric_kwargs(name, 0.0, 0.3)
+    fast = _resampled_metric(name, (residuals, labels, scores), slices, draws, kwargs, chunk=20)
+    slow = metric(name, _gather(residuals, slices, draws), _gather(labels, slices, draws),
+                  _gather(scores, slices, draws), **kwargs)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+
+
+def test_sigma_nmad_by_sorting_equals_numpys_median():
+    rng = np.random.default_rng(4)
+    for n in (7, 8):
+        values = rng.normal(size=(5, 3, n))
+        values[0, 1, 2], values[2, 0, 0], values[3, 2, :2] = np.nan, np.inf, -np.inf
+        expected = 1.4826 * np.median(np.abs(values - np.median(values, axis=-1, keepdims=True)), axis=-1)
+        np.testing.assert_array_equal(gm.sigma_nmad(values), expected)
+        np.testing.assert_array_equal(gm.sigma_nmad(np.moveaxis(values, -1, 0), axis=0), expected)
