@@ -79,7 +79,7 @@ def compare(make, n_members, iterations):
     fit_population([m[0] for m in members], [m[1] for m in members], iterations, val_tasks=[m[2] for m in members],
                    eval_every=50, progress=False, rngs=[np.random.default_rng(m[3]) for m in members])
     population_seconds = time.perf_counter() - start
-    difference = max(float((p - q).abs().max()) for a, (b, *_) in zip(separate, members)
+    difference = max(float((p - q).detach().abs().max()) for a, (b, *_) in zip(separate, members)
                      for p, q in zip(a.model.parameters(), b.model.parameters()))
     return separate_seconds, population_seconds, difference
 

@@ -91,8 +91,6 @@ def run_one(learner, seed, iterations, test, folder, model=None, seconds=None):
     the population took); save its model and error curves; return the record."""
     import torch
 
-    from galmeta import maml_torch as mt
-
     torch.set_num_threads(int(os.environ.get("GALMETA_BENCH_THREADS", "1")))
     rng = np.random.default_rng(seed)
     init = mn.init_mlp((1, 40, 40, 1), rng, weight_std=PAPER_WEIGHT_STD)

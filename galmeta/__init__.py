@@ -31,6 +31,7 @@ The MAML family in PyTorch (notebook 04)
     ``galmeta.inner_loop``     the inner loop: per-task adaptation with learned rates and clipping
     ``galmeta.maml_torch``     ``MetaLearner``: meta-loss, meta-update, adaptation, prediction
     ``galmeta.training``       the meta-training loop, early stopping, the divergence guard
+    ``galmeta.population``     many meta-learners of one configuration trained as one batched computation
     ``galmeta.checkpoints``    safe checkpoints (tensors and plain data only), resume rules
     ``galmeta.distributed``    data-parallel meta-training over a process group
     ``galmeta.train``          the ``galmeta train`` / ``torchrun`` launcher

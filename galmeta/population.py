@@ -43,7 +43,7 @@ from galmeta.inner_loop import sgd_steps
 from galmeta.maml_functional import batched_forward, task_mse
 from galmeta.meta_config import multi_step_weights
 from galmeta.safe_files import exclusive_lock
-from galmeta.training import DivergenceGuard, EarlyStopping, _validation_batches
+from galmeta.training import DivergenceGuard, EarlyStopping, validation_batches
 from galmeta.validation import check_task_array
 
 __all__ = ["PopulationMetaLearner", "fit_population", "pad_support", "stacked_adam_step"]
@@ -346,110 +346,9 @@ class PopulationMetaLearner:
         with contextlib.ExitStack() as locks:
             for path in checkpoints or ():  # one training per checkpoint file, as meta_train
                 locks.enter_context(exclusive_lock(Path(str(path) + ".lock"), f"the checkpoint {path}", timeout=0))
-            self._fit(samplers, int(n_iterations), val_tasks, int(eval_every), patience, checkpoints, progress, rngs,
-                      on_divergence)
+            _train(self, samplers, int(n_iterations), val_tasks, int(eval_every), patience, checkpoints, progress,
+                   rngs, on_divergence)
         return self.learners
-
-    def _fit(self, samplers, n_iterations, val_tasks, eval_every, patience, checkpoints, progress, rngs, on_divergence):
-        from galmeta.config import progress_bar
-
-        size = self.size
-        rngs = list(rngs) if rngs is not None else [np.random.default_rng(l.config.seed + l.iteration)
-                                                     for l in self.learners]
-        stoppers = [EarlyStopping(patience) for _ in range(size)]
-        guards = [DivergenceGuard() for _ in range(size)]
-        fallbacks = [self._member_state(p) if on_divergence == "stop" else None for p in range(size)]
-        val_batches = [_validation_batches(v) for v in val_tasks] if val_tasks is not None else None
-        active = list(range(size))
-        self.member_steps = [self.adam_step] * size
-        member_iterations = [self.iteration] * size
-        for learner in self.learners:
-            learner.diverged_at = None
-        start = time.perf_counter()
-        bar = progress_bar(range(n_iterations), disable=None if progress is None else not progress,
-                           desc=f"population ({self.config.algorithm}, {size} members)", mininterval=1.0)
-
-        def freeze(p):
-            active.remove(p)
-            self._write_member(p, member_iterations[p])
-
-        for _ in bar:
-            if not active:
-                break
-            index = torch.tensor(active, device=self.device)
-            batches = [samplers[p](rngs[p], self.config.meta_batch) for p in active]
-            grads, losses = self._gradients(index, batches)
-            losses = [float(v) for v in losses]
-            for p, loss in zip(list(active), losses):
-                if not math.isfinite(loss):  # as MetaLearner.step: no update from a non-finite loss
-                    self._diverged(p, FloatingPointError(
-                        f"meta-loss became {loss} at iteration {member_iterations[p]}; lower meta_lr or inner_lr, "
-                        "or check the tasks for outliers"), member_iterations[p], on_divergence, stoppers, fallbacks)
-                    freeze(p)
-            if not active:
-                break
-            stepped = [(p, loss) for p, loss in zip(index.tolist(), losses) if p in active]
-            self._adam_step(grads, torch.tensor(active, device=self.device))
-            self.iteration += 1
-            for p, loss in stepped:
-                member_iterations[p] += 1
-                self.member_steps[p] += 1
-                try:
-                    guards[p].check(loss, member_iterations[p])
-                except FloatingPointError as exc:
-                    self._diverged(p, exc, member_iterations[p], on_divergence, stoppers, fallbacks)
-                    freeze(p)
-                    continue
-                history = self.learners[p].history
-                history["iteration"].append(member_iterations[p])
-                history["train_loss"].append(loss)
-            if self.iteration % eval_every == 0:
-                if val_batches is not None and active:
-                    self._validate(active, val_batches, stoppers, member_iterations, freeze, bar)
-                if checkpoints is not None:
-                    for p in list(active):
-                        self._write_member(p, member_iterations[p])
-                        self.learners[p].save(checkpoints[p])
-        seconds = time.perf_counter() - start
-        for p in list(active):
-            self._write_member(p, member_iterations[p])
-        for p, learner in enumerate(self.learners):
-            learner.seconds = seconds
-            if stoppers[p].best_state is not None:
-                learner._load_state(stoppers[p].best_state)
-            learner.is_fitted_ = True
-            if checkpoints is not None:
-                learner.save(checkpoints[p])
-        self.active_ = list(active)
-        return self.learners
-
-    def _validate(self, active, val_batches, stoppers, member_iterations, freeze, bar):
-        index = torch.tensor(active, device=self.device)
-        n_batches = {len(val_batches[p]) for p in active}
-        if len(n_batches) != 1:
-            raise ValueError("every member needs the same number of validation batches")
-        steps = self.config.eval_inner_steps if self.config.eval_inner_steps is not None else self.config.inner_steps
-        per_batch = [self.member_losses(index, [val_batches[p][b] for p in active], steps=steps).detach()
-                     for b in range(n_batches.pop())]
-        values = torch.stack(per_batch).cpu().numpy()
-        for i, p in enumerate(list(active)):
-            val = float(np.mean([float(v) for v in values[:, i]]))
-            history = self.learners[p].history
-            history["val_iteration"].append(member_iterations[p])
-            history["val_loss"].append(val)
-            if stoppers[p].update(val, lambda p=p: self._member_state(p)):
-                freeze(p)
-        bar.set_postfix(active=len(active))
-
-    def _diverged(self, p, exc, iteration, on_divergence, stoppers, fallbacks):
-        if on_divergence == "raise":
-            raise FloatingPointError(f"population member {p}: {exc}") from exc
-        self.learners[p].diverged_at = iteration
-        kept = "the best validation state" if stoppers[p].best_state is not None else "the parameters it started from"
-        warnings.warn(f"population member {p}: {exc}; its training stopped, keeping {kept}", RuntimeWarning,
-                      stacklevel=4)
-        stoppers[p].best_state = stoppers[p].best_state or fallbacks[p]
-
 
 def fit_population(learners, samplers, n_iterations, **kwargs):
     """Train ``learners`` (MetaLearners of one configuration) as one population; returns them, trained.
@@ -457,3 +356,107 @@ def fit_population(learners, samplers, n_iterations, **kwargs):
     A shortcut for ``PopulationMetaLearner(learners).fit(samplers, n_iterations, **kwargs)``.
     """
     return PopulationMetaLearner(learners).fit(samplers, n_iterations, **kwargs)
+
+
+def _train(population, samplers, n_iterations, val_tasks, eval_every, patience, checkpoints, progress, rngs, on_divergence):
+    """The loop behind :meth:`PopulationMetaLearner.fit` (apart from the object, as :func:`galmeta.training.meta_train`)."""
+    from galmeta.config import progress_bar
+
+    size = population.size
+    rngs = list(rngs) if rngs is not None else [np.random.default_rng(l.config.seed + l.iteration)
+                                                 for l in population.learners]
+    stoppers = [EarlyStopping(patience) for _ in range(size)]
+    guards = [DivergenceGuard() for _ in range(size)]
+    fallbacks = [population._member_state(p) if on_divergence == "stop" else None for p in range(size)]
+    val_batches = [validation_batches(v) for v in val_tasks] if val_tasks is not None else None
+    active = list(range(size))
+    population.member_steps = [population.adam_step] * size
+    member_iterations = [population.iteration] * size
+    for learner in population.learners:
+        learner.diverged_at = None
+    start = time.perf_counter()
+    bar = progress_bar(range(n_iterations), disable=None if progress is None else not progress,
+                       desc=f"population ({population.config.algorithm}, {size} members)", mininterval=1.0)
+
+    def freeze(p):
+        active.remove(p)
+        population._write_member(p, member_iterations[p])
+
+    for _ in bar:
+        if not active:
+            break
+        index = torch.tensor(active, device=population.device)
+        batches = [samplers[p](rngs[p], population.config.meta_batch) for p in active]
+        grads, losses = population._gradients(index, batches)
+        losses = [float(v) for v in losses]
+        for p, loss in zip(list(active), losses):
+            if not math.isfinite(loss):  # as MetaLearner.step: no update from a non-finite loss
+                _diverged(population, p, FloatingPointError(
+                    f"meta-loss became {loss} at iteration {member_iterations[p]}; lower meta_lr or inner_lr, "
+                    "or check the tasks for outliers"), member_iterations[p], on_divergence, stoppers, fallbacks)
+                freeze(p)
+        if not active:
+            break
+        stepped = [(p, loss) for p, loss in zip(index.tolist(), losses) if p in active]
+        population._adam_step(grads, torch.tensor(active, device=population.device))
+        population.iteration += 1
+        for p, loss in stepped:
+            member_iterations[p] += 1
+            population.member_steps[p] += 1
+            try:
+                guards[p].check(loss, member_iterations[p])
+            except FloatingPointError as exc:
+                _diverged(population, p, exc, member_iterations[p], on_divergence, stoppers, fallbacks)
+                freeze(p)
+                continue
+            history = population.learners[p].history
+            history["iteration"].append(member_iterations[p])
+            history["train_loss"].append(loss)
+        if population.iteration % eval_every == 0:
+            if val_batches is not None and active:
+                _validate(population, active, val_batches, stoppers, member_iterations, freeze, bar)
+            if checkpoints is not None:
+                for p in list(active):
+                    population._write_member(p, member_iterations[p])
+                    population.learners[p].save(checkpoints[p])
+    seconds = time.perf_counter() - start
+    for p in list(active):
+        population._write_member(p, member_iterations[p])
+    for p, learner in enumerate(population.learners):
+        learner.seconds = seconds
+        if stoppers[p].best_state is not None:
+            learner._load_state(stoppers[p].best_state)
+        learner.is_fitted_ = True
+        if checkpoints is not None:
+            learner.save(checkpoints[p])
+    population.active_ = list(active)
+    return population.learners
+
+def _validate(population, active, val_batches, stoppers, member_iterations, freeze, bar):
+    """Every active member's validation loss; members whose patience ran out are frozen."""
+    index = torch.tensor(active, device=population.device)
+    n_batches = {len(val_batches[p]) for p in active}
+    if len(n_batches) != 1:
+        raise ValueError("every member needs the same number of validation batches")
+    steps = population.config.eval_inner_steps if population.config.eval_inner_steps is not None else population.config.inner_steps
+    per_batch = [population.member_losses(index, [val_batches[p][b] for p in active], steps=steps).detach()
+                 for b in range(n_batches.pop())]
+    values = torch.stack(per_batch).cpu().numpy()
+    for i, p in enumerate(list(active)):
+        val = float(np.mean([float(v) for v in values[:, i]]))
+        history = population.learners[p].history
+        history["val_iteration"].append(member_iterations[p])
+        history["val_loss"].append(val)
+        if stoppers[p].update(val, lambda p=p: population._member_state(p)):
+            freeze(p)
+    bar.set_postfix(active=len(active))
+
+def _diverged(population, p, exc, iteration, on_divergence, stoppers, fallbacks):
+    """Raise, or stop member ``p`` keeping its best state, as ``meta_train(on_divergence=...)`` does."""
+    if on_divergence == "raise":
+        raise FloatingPointError(f"population member {p}: {exc}") from exc
+    population.learners[p].diverged_at = iteration
+    kept = "the best validation state" if stoppers[p].best_state is not None else "the parameters it started from"
+    warnings.warn(f"population member {p}: {exc}; its training stopped, keeping {kept}", RuntimeWarning,
+                  stacklevel=4)
+    stoppers[p].best_state = stoppers[p].best_state or fallbacks[p]

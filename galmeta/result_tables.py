@@ -19,6 +19,7 @@ import csv
 import functools
 import gzip
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -261,6 +262,36 @@ def summary_markdown(rows):
     return "\n".join(lines)
 
 
+def runtime_markdown(record):
+    """The README's runtime table from ``results/notebook_runtimes.json`` (``benchmarks/course_runtime.py``):
+    every notebook at two commits, measured side by side, in each mode measured."""
+    modes = [mode for mode in ("laptop", "ci") if mode in record["modes"]]
+    names = sorted({name for mode in modes for name in record["modes"][mode]})
+    label = {"laptop": "laptop mode", "ci": "CI mode"}
+    header = "| notebook | " + " | ".join(f"{label[m]}, before | {label[m]}, after | faster" for m in modes) + " | GPU |"
+    lines = [header, "|---|" + "---:|---:|---:|" * len(modes) + "---|"]
+
+    def cells(mode, name):
+        entry = record["modes"][mode].get(name)
+        if entry is None:
+            return "— | — | —"
+        return f"{entry['before']:.1f} s | {entry['after']:.1f} s | {entry['before'] / entry['after']:.1f}×"
+
+    for name in names:
+        lines.append(f"| `{name}` | " + " | ".join(cells(mode, name) for mode in modes) + " | not measured |")
+    totals = []
+    for mode in modes:
+        before = sum(e["before"] for e in record["modes"][mode].values())
+        after = sum(e["after"] for e in record["modes"][mode].values())
+        totals.append(f"**{before:.0f} s** | **{after:.0f} s** | **{before / after:.1f}×**")
+    lines.append("| all notebooks | " + " | ".join(totals) + " | |")
+    lines.append("")
+    lines.append(f"Before: commit `{record['before'][:7]}`; after: commit `{record['after'][:7]}`; measured "
+                 f"{record['date']} on {record['machine']}, {record['how']}. GPU: not measured (no GPU was lent "
+                 "to this project's sessions when these were measured).")
+    return "\n".join(lines)
+
+
 def readme_sections(results_folder):
     """The generated README sections: ``{name: markdown}`` for every per-draw file present."""
     folder = Path(results_folder)
@@ -277,6 +308,9 @@ def readme_sections(results_folder):
         sections[f"{name} headline"] = headline_markdown(rows, per_draw)
         sections[f"{name} verdict"] = verdict_markdown(rows)
         sections[f"{name} summary"] = summary_markdown(summary_rows(per_draw))
+    runtimes = folder / "notebook_runtimes.json"
+    if runtimes.is_file():
+        sections["runtimes"] = runtime_markdown(json.loads(runtimes.read_text(encoding="utf-8")))
     return sections
 
 

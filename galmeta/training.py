@@ -16,7 +16,7 @@ import numpy as np
 
 from galmeta.safe_files import exclusive_lock
 
-__all__ = ["EarlyStopping", "DivergenceGuard", "meta_train"]
+__all__ = ["EarlyStopping", "DivergenceGuard", "meta_train", "validation_batches"]
 
 
 class EarlyStopping:
@@ -74,7 +74,7 @@ class DivergenceGuard:
             self.warned = True
 
 
-def _validation_batches(val_tasks):
+def validation_batches(val_tasks):
     """One batch is four arrays; a list of batches holds sequences of four arrays."""
     first = val_tasks[0]
     return [val_tasks] if hasattr(first, "shape") else list(val_tasks)
@@ -166,7 +166,7 @@ def _meta_train(learner, sample_tasks, n_iterations, val_tasks, eval_every, pati
         learner.history["iteration"].append(learner.iteration)
         learner.history["train_loss"].append(loss)
         if val_tasks is not None and learner.iteration % eval_every == 0:
-            val = float(np.mean([learner.evaluate(*batch) for batch in _validation_batches(val_tasks)]))
+            val = float(np.mean([learner.evaluate(*batch) for batch in validation_batches(val_tasks)]))
             learner.history["val_iteration"].append(learner.iteration)
             learner.history["val_loss"].append(val)
             bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}")

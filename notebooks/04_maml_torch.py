@@ -186,7 +186,7 @@ assert all(np.isfinite(rate) and rate > 0 for rate in speeds.values())
 # the median, then how many tasks diverged (error above 10x its value before adaptation).
 
 # %%
-n_iterations = by_mode(ci=2_000, laptop=10_000, full=70_000)
+n_iterations = by_mode(ci=2_000, laptop=5_000, full=70_000)
 sample32 = task_sampler(25, 10, 10, dtype=np.float32)
 test = [a.astype(np.float32) for a in sample_sinusoid_tasks(np.random.default_rng(3), by_mode(ci=100, laptop=600), 5, 100)[:4]]
 learners, curves = {}, {}
@@ -354,7 +354,7 @@ from galmeta import evaluate as ge
 
 tail_config = ge.EvaluationConfig(ks=(1, 5, 10, 20), folds=(0,), seeds=by_mode(ci=(0,), laptop=(0, 1)),
                                   n_draws=by_mode(ci=5, laptop=10), n_val_draws=5,
-                                  meta_iterations=by_mode(ci=300, laptop=2_000, full=3_000))
+                                  meta_iterations=by_mode(ci=300, laptop=1_000, full=3_000))
 before_after = [
     ge.GradientMetaLearner("MAML (K = 10, before)", "maml", tail_config.meta_iterations, n_support=10, device=device),
     ge.GradientMetaLearner("MAML++ (K = 1-20, after)", "maml++", tail_config.meta_iterations, n_support=(1, 20),

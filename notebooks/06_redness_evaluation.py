@@ -101,17 +101,23 @@ print(f"device {device}; {len(catalogue.target)} clean galaxies; target u - r, f
 
 # %%
 config = ev.EvaluationConfig(
-    seeds=by_mode(ci=(0,), laptop=(0, 1), full=(0, 1, 2, 3, 4)),
-    meta_iterations=by_mode(ci=200, laptop=2_000, full=5_000),
+    seeds=by_mode(ci=(0,), laptop=(0, 1, 2), full=(0, 1, 2, 3, 4)),
+    meta_iterations=by_mode(ci=200, laptop=600, full=5_000),
     pooled_epochs=by_mode(ci=20, laptop=50, full=100),
     n_draws=by_mode(ci=4, laptop=8, full=10), n_val_draws=by_mode(ci=2, laptop=4, full=5))
-n_resamples = by_mode(ci=300, laptop=1000)
+n_resamples = by_mode(ci=300, laptop=500, full=1000)
 learners = ev.default_learners(config, device=device)
 for learner in learners:
     print(f"{learner.group:>12s}  {learner.name}")
 
 # %% [markdown]
 # ## 2. Train and predict, fold by fold
+#
+# Each meta-learner is trained once per fold and seed, and `run_evaluation` trains those
+# folds × seeds trainings of one learner **as one population** (notebook 04, section 7): one batched
+# computation, early stopping per member, every member equal to its own training up to float32 rounding
+# (`population=False` trains them one by one). Laptop mode runs the whole protocol: all five folds, three
+# seeds, 600 meta-iterations (the full run: 5 seeds and 5,000).
 
 # %%
 results = ev.run_evaluation(catalogue, learners, config, progress=print)

@@ -208,11 +208,11 @@ assert linear_rmse["... + stellar mass"] < linear_rmse["abundance, size, shape"]
 # %%
 config = ev.EvaluationConfig(
     ks=(1, 5, 10), n_query=15, tail_rmse=0.25,
-    seeds=by_mode(ci=(0,), laptop=(0, 1), full=(0, 1, 2, 3, 4)),
-    meta_iterations=by_mode(ci=200, laptop=2_000, full=5_000),
+    seeds=by_mode(ci=(0,), laptop=(0, 1, 2), full=(0, 1, 2, 3, 4)),
+    meta_iterations=by_mode(ci=200, laptop=600, full=5_000),
     pooled_epochs=by_mode(ci=30, laptop=100),
     n_draws=by_mode(ci=4, laptop=8, full=10), n_val_draws=by_mode(ci=2, laptop=4, full=5))
-n_resamples = by_mode(ci=300, laptop=1000)
+n_resamples = by_mode(ci=300, laptop=500, full=1000)
 results = ev.run_evaluation(catalogue, ev.default_learners(config, device=device), config, min_size=25, progress=print)
 print(f"{len(results.slices)} meta-test environments, {len(config.seeds)} seed(s); {results.seconds:.0f} s")
 summary_rows = results.summary_rows(n_resamples=n_resamples)
