@@ -42,7 +42,10 @@ def worktree(revision: str, name: str) -> tuple[Path, str]:
 
 def run_notebook(tree: Path, notebook: str, mode: str, timeout: int) -> dict:
     """``galmeta course run NOTEBOOK`` in ``tree``; returns its summary entry (seconds, status)."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "GALMETA_MODE": mode, "GALMETA_PROGRESS": "0"}
+    # one OpenMP / BLAS thread per process (scikit-learn's gradient boosting, NumPy): two processes of two
+    # spinning threads each on two cores slowed notebook 02 tenfold, for both commits alike
+    env = {**os.environ, "PYTHONPATH": str(tree), "GALMETA_MODE": mode, "GALMETA_PROGRESS": "0",
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("GALMETA_THREADS", None)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "galmeta", "course", "run", notebook], cwd=tree,
@@ -78,7 +81,7 @@ def main():
     record = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
               "date": time.strftime("%Y-%m-%d"),
               "before": trees["before"][1], "after": trees["after"][1],
-              "how": "each notebook executed by both commits at the same time, one process each "
+              "how": "each notebook executed by both commits at the same time, one process of one thread each "
                      "(benchmarks/course_runtime.py)",
               "modes": {}}
     output = Path(args.output)

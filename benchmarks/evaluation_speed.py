@@ -65,7 +65,8 @@ def worktree(revision):
 
 
 def run(tree, arguments):
-    env = {**os.environ, "PYTHONPATH": str(tree), "GALMETA_PROGRESS": "0"}
+    env = {**os.environ, "PYTHONPATH": str(tree), "GALMETA_PROGRESS": "0",  # one thread per process, as course_runtime
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("GALMETA_THREADS", None)
     done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(arguments)], cwd=tree, env=env,
                           capture_output=True, text=True)

@@ -297,9 +297,11 @@ class PopulationMetaLearner:
         """Copy member ``p``'s current rows, its Adam moments and its iteration into its MetaLearner."""
         learner = self.learners[p]
         learner._load_state(self._member_state(p))
+        fused = bool(learner.optimiser.defaults.get("fused"))
         for key, tensor in self._member_tensors(learner).items():
-            learner.optimiser.state[tensor] = {
-                "step": torch.tensor(float(self.member_steps[p]), dtype=torch.float32),
+            learner.optimiser.state[tensor] = {  # where torch.optim.Adam keeps its step: the parameter's device if fused
+                "step": torch.tensor(float(self.member_steps[p]), dtype=torch.float32,
+                                     device=tensor.device if fused else "cpu"),
                 "exp_avg": self.exp_avg[key][p].detach().clone(),
                 "exp_avg_sq": self.exp_avg_sq[key][p].detach().clone(),
             }
