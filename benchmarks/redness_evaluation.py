@@ -77,6 +77,9 @@ def main():
                         help="with --merge: the learners of these runs (same draws; merged by folds) replace the "
                              "merged run's learners of the same name")
     parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (1 when folds run in parallel)")
+    parser.add_argument("--separate", action="store_true",
+                        help="train every fold and seed of a meta-learner on its own (the committed result files "
+                             "were made so); default: as one population per learner (galmeta.population)")
     parser.add_argument("--confirm", action="store_true",
                         help="also evaluate the trained learners once on the sealed confirmation sample (SDSS only): "
                              "results go to OUT/development and OUT/confirmation")
@@ -134,13 +137,15 @@ def main():
         learners = [learner for learner in learners if learner.name in args.only]
     report = lambda message: print(" ", message, flush=True)  # noqa: E731
     if args.confirm:
-        runs = run_confirmation(catalogue, learners, config, min_size=min_size, progress=report)
+        runs = run_confirmation(catalogue, learners, config, min_size=min_size, progress=report,
+                                population=not args.separate)
         for sample, part in runs.items():
             save_results(part, out / sample)
             print(f"{sample}: {len(part.slices)} meta-test tasks saved in {out / sample}")
         results, out = runs["development"], out / "development"
     else:
-        results = run_evaluation(catalogue, learners, config, min_size=min_size, progress=report)
+        results = run_evaluation(catalogue, learners, config, min_size=min_size, progress=report,
+                                 population=not args.separate)
         save_results(results, out)  # JSON + NumPy arrays: data only, nothing that could run code when loaded
     print(f"training and prediction took {results.seconds:.0f} s; {len(results.slices)} meta-test tasks")
     if args.no_tables:

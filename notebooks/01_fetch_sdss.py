@@ -24,7 +24,7 @@
 #
 # **Prerequisites:** Python and NumPy; no astronomy (the primer below covers what the course uses).
 #
-# **Runtime:** 3.8 s in laptop mode, 4.1 s in CI mode (measured on a 2-core CPU, embedded table); no GPU work. A live fetch depends on SkyServer's load and was not timed (our CI has no network).
+# **Runtime:** 5.0 s in laptop mode, 6.7 s in CI mode (measured on a 2-core CPU, embedded table); no GPU work. A live fetch depends on SkyServer's load and was not timed (our CI has no network).
 #
 # **Data:** the course's table (25,000 SDSS galaxies) ships inside the package, so this runs without
 # network. With network, this notebook also asks SkyServer for one small live page; a live table for the

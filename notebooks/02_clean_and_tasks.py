@@ -25,7 +25,7 @@
 #
 # **Prerequisites:** notebook 01; basic scikit-learn (`fit` / `predict`).
 #
-# **Runtime:** 5.6 s in laptop mode, 5.4 s in CI mode on a 2-core CPU (nothing here is shrunk); no GPU work.
+# **Runtime:** 10.7 s in laptop mode, 12.6 s in CI mode on a 2-core CPU (nothing here is shrunk); no GPU work.
 
 # %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)
 import importlib.util, os, subprocess, sys  # noqa: E401

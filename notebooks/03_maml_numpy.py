@@ -24,7 +24,7 @@
 #
 # **Prerequisites:** notebooks 01–02; the chain rule; NumPy broadcasting.
 #
-# **Runtime:** on a 2-core CPU, laptop mode 72 s (10,000 sinusoid meta-iterations); CI mode 26 s
+# **Runtime:** on a 2-core CPU, laptop mode 95 s (10,000 sinusoid meta-iterations); CI mode 37 s
 # (3,000 iterations: the curves show the effect, not the paper's numbers); NumPy only, no GPU. The
 # paper-scale run (70,000 iterations, 600 test tasks, about 5.5 minutes) is
 # `python benchmarks/sinusoid_reproduction.py`.

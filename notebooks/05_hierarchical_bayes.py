@@ -30,7 +30,7 @@
 #
 # **Prerequisites:** notebooks 02–04.
 #
-# **Runtime:** on a 2-core CPU, CI mode 11 s, laptop mode 16 s (one fold; the Bayesian layer
+# **Runtime:** on a 2-core CPU, CI mode 15 s, laptop mode 18 s (one fold; the Bayesian layer
 # meta-trains for 300 or 3,000 iterations). Notebook 06 runs every learner of this notebook through the
 # full protocol. GPU: not needed (the matrices are at most 20 × 20).
 

@@ -32,9 +32,9 @@
 #
 # **Prerequisites:** notebooks 02–05.
 #
-# **Runtime:** on a 2-core CPU, CI mode 83 s (all 5 folds, 1 training seed, 200 meta-iterations,
-# 4 draws per slice: the numbers illustrate the protocol); laptop mode 831 s (2 seeds, 2,000
-# meta-iterations). The full evaluation quoted in the README (5 folds × 5 seeds, 10 draws per slice, and the
+# **Runtime:** on a 2-core CPU, CI mode 72 s (all 5 folds, 1 training seed, 200 meta-iterations,
+# 4 draws per slice: the numbers illustrate the protocol); laptop mode 371 s (the whole protocol: 5 folds,
+# 3 seeds, 600 meta-iterations; each meta-learner's 15 trainings run as one population). The full evaluation quoted in the README (5 folds × 5 seeds, 10 draws per slice, and the
 # sealed confirmation sample) is `python benchmarks/redness_evaluation.py --confirm`. GPU: not measured
 # (this notebook's networks are small).
 

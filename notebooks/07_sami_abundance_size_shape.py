@@ -32,8 +32,8 @@
 #
 # **Prerequisites:** notebooks 02–06.
 #
-# **Runtime:** on a 2-core CPU, CI mode 52 s (5 folds, 1 training seed, 200 meta-iterations);
-# laptop mode 621 s (2 seeds, 2,000 meta-iterations). GPU: not needed (small networks). Offline: the
+# **Runtime:** on a 2-core CPU, CI mode 47 s (5 folds, 1 training seed, 200 meta-iterations);
+# laptop mode 227 s (the whole protocol: 5 folds, 3 seeds, 600 meta-iterations). GPU: not needed (small networks). Offline: the
 # SAMI tables ship with galmeta (`galmeta/datasets/sami_dr3/`, provenance and citations beside them).
 
 # %% Colab or a bare kernel: install the course package when it is missing (a no-op when it is installed)

@@ -47,3 +47,15 @@ def test_the_readme_counts_the_sealed_galaxies_it_names():
     everything = build_catalogue(table, sample="all")
     text = f"{int(everything.sealed.sum()):,} of the\n  {len(everything.target):,} clean galaxies"
     assert text in (ROOT / "README.md").read_text(), text
+
+
+def test_the_runtime_table_comes_from_the_measured_file():
+    record = {"machine": "x86_64, 2 CPU cores", "date": "2026-12-01", "before": "a" * 40, "after": "b" * 40,
+              "how": "side by side", "modes": {"laptop": {"04_maml_torch": {"before": 261.0, "after": 87.0},
+                                                         "06_redness_evaluation": {"before": 830.0, "after": 166.0}},
+                                              "ci": {"04_maml_torch": {"before": 70.0, "after": 70.0}}}}
+    table = rt.runtime_markdown(record)
+    assert "| `04_maml_torch` | 261.0 s | 87.0 s | 3.0× | 70.0 s | 70.0 s | 1.0× | not measured |" in table
+    assert "| `06_redness_evaluation` | 830.0 s | 166.0 s | 5.0× | — | — | — | not measured |" in table
+    assert "**1091 s** | **253 s** | **4.3×**" in table  # the sums of the rows, and their ratio
+    assert "commit `aaaaaaa`" in table and "commit `bbbbbbb`" in table
