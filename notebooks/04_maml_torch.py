@@ -186,7 +186,7 @@ assert all(np.isfinite(rate) and rate > 0 for rate in speeds.values())
 # the median, then how many tasks diverged (error above 10x its value before adaptation).
 
 # %%
-n_iterations = by_mode(ci=2_000, laptop=5_000, full=70_000)
+n_iterations = by_mode(ci=1_000, laptop=5_000, full=70_000)
 sample32 = task_sampler(25, 10, 10, dtype=np.float32)
 test = [a.astype(np.float32) for a in sample_sinusoid_tasks(np.random.default_rng(3), by_mode(ci=100, laptop=600), 5, 100)[:4]]
 learners, curves = {}, {}

@@ -42,10 +42,16 @@ def executed(tmp_path_factory, request):
     monkeypatch = pytest.MonkeyPatch()
     request.addfinalizer(monkeypatch.undo)
     monkeypatch.setenv("GALMETA_MODE", "ci")
+    # two kernels at a time, one thread each (PyTorch by galmeta's policy, OpenMP here): CI's two cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     folder = tmp_path_factory.mktemp("executed")
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = list(course.generate_notebooks(folder))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda path: course.execute_notebook(path, timeout=900), paths))
     summary = []
-    for path in course.generate_notebooks(folder):
-        status, seconds = course.execute_notebook(path, timeout=900)
+    for path, (status, seconds) in zip(paths, outcomes):
         assert status == "ok", f"{path.name}: {status}"
         notebook = nbformat.read(path, as_version=4)
         summary.append({"notebook": path.stem, "seconds": round(seconds, 1), "status": status,
